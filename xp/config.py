@@ -1,0 +1,296 @@
+"""Project configs: YAML + `key=value` overrides -> a validated, typed `Config`.
+
+A project lives in `projects/<name>/config.yaml`. Overrides use dotted keys (`optim.lr=3e-4`);
+`seed=2` sets the master seed. Validation is strict (unknown keys are errors) and happens before
+any run is created, so a typo never costs a training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from xp import XpError
+
+CLASSIFICATION_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
+REGRESSION_METRICS = ("loss", "mae", "rmse")
+LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse"})
+
+
+class ConfigError(XpError):
+    """A config file or override that does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SeedConfig(_Section):
+    master: int = Field(1, ge=0)  # the one seed a user sets; the others derive from it
+    init: int | None = Field(None, ge=0)  # weights: new head, re-initialised layers
+    data_order: int | None = Field(None, ge=0)  # shuffling of the training set, epoch by epoch
+    dropout: int | None = Field(None, ge=0)  # the torch RNG that dropout draws from
+    split: int | None = Field(None, ge=0)  # only for projects that split data at run time
+
+
+class DataConfig(_Section):
+    train: str
+    validation: str
+    test: str
+    format: Literal["npz", "csv"]
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None  # class names, in label order; shown by the logged model
+    max_length: int = Field(32, ge=1, le=4096)
+    train_limit: int | None = Field(None, ge=1)  # few-shot: keep the first N training rows
+
+
+class ModelConfig(_Section):
+    kind: Literal["hf", "cnn"]
+    name: str  # local path (relative to the repo), pkg://<module>/<dir>, or a hub id
+    num_labels: int = Field(ge=1)
+    dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the checkpoint's own
+    reinit_layers: int = Field(0, ge=0)  # re-initialise the top k layers before training
+
+
+class OptimConfig(_Section):
+    lr: float = Field(gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    layer_decay: float = Field(1.0, gt=0, le=1)  # layer-wise LR decay; 1.0 = off
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class ScheduleConfig(_Section):
+    warmup: float = Field(0.06, ge=0, lt=1)  # fraction of all optimizer steps
+    decay: Literal["linear", "cosine", "constant"] = "linear"
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # caps optimizer steps (overrides epochs if lower)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    clip_norm: float | None = Field(1.0, gt=0)
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0)
+    unfreeze_every: int | None = Field(None, ge=1)  # gradual unfreezing: one more layer per N steps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast only on a GPU
+    deterministic: bool = True
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)  # save a resumable checkpoint every N steps
+
+
+class EvalConfig(_Section):
+    every: int | None = Field(None, ge=1)  # optimizer steps between evaluations; None = per epoch
+    metric: str = "f1"  # validation metric that picks the best checkpoint and stops early
+    patience: int | None = Field(None, ge=1)  # evaluations without improvement; None = never stop
+    min_delta: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+
+
+class Config(_Section):
+    project: str
+    task: Literal["classification", "regression"]
+    seed: SeedConfig = SeedConfig()
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_int_is_master(cls, v: Any) -> Any:
+        return {"master": v} if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        allowed = metrics_for(self.task)
+        if self.eval.metric not in allowed:
+            raise ValueError(
+                f"eval.metric={self.eval.metric!r} is not a {self.task} metric; "
+                f"use one of {', '.join(allowed)}"
+            )
+        if self.task == "regression" and self.model.num_labels != 1:
+            raise ValueError(f"model.num_labels={self.model.num_labels}: regression needs 1")
+        if self.task == "classification" and self.model.num_labels < 2:
+            raise ValueError(
+                f"model.num_labels={self.model.num_labels}: classification needs at least 2"
+            )
+        return self
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The metric names a task reports (`val/<m>`, `test/<m>`)."""
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric, by its last path component (`test/f1` -> higher is better)."""
+    return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER
+
+
+def known_projects(projects_dir: Path) -> list[str]:
+    """Names of the projects under `projects_dir` (folders holding a config.yaml)."""
+    if not projects_dir.is_dir():
+        return []
+    return sorted(p.parent.name for p in projects_dir.glob("*/config.yaml"))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse `key=value` strings; values are read as YAML scalars (`3e-4`, `true`, `[1, 2]`).
+
+    Raises:
+        ConfigError: an item without `=` or with an empty key.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=3e-4)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    if parts == ["seed"]:  # `seed=2` sets the master seed and keeps per-purpose seeds
+        parts = ["seed", "master"]
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if part == "seed" and not isinstance(child, dict):
+            child = {"master": child} if child is not None else {}
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(project: str, overrides: list[str] | dict[str, Any], projects_dir: Path) -> Config:
+    """Read `projects/<project>/config.yaml`, apply overrides and validate.
+
+    Args:
+        project: project name (a folder under `projects_dir`).
+        overrides: `key=value` strings or an already parsed mapping.
+        projects_dir: the folder holding the projects.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: unknown project, unreadable YAML, or a key/value that does not validate.
+    """
+    path = projects_dir / project / "config.yaml"
+    if not path.is_file():
+        known = known_projects(projects_dir)
+        raise ConfigError(
+            f"unknown project {project!r}; known projects: {', '.join(known) or 'none'} "
+            f"(in {projects_dir})"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    parsed = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
+    raw.setdefault("project", project)
+    for key, value in parsed.items():
+        _set_dotted(raw, key, value)
+    return validate(raw)
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    """Validate a plain config tree; the first problem becomes one readable line.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed.
+    """
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_first_error(e)) from None
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        section = _section_model(err["loc"][:-1])
+        known = ", ".join(section.model_fields) if section else ""
+        where = ".".join(str(p) for p in err["loc"][:-1]) or "the top level"
+        return f"unknown config key {key!r}; keys allowed in {where}: {known}"
+    if err["type"] == "missing":
+        return f"config key {key!r} is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if not key:  # a model-level check already names its key and value
+        return msg
+    return f"{key}={err.get('input')!r}: {msg}"
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def flatten(config: Config) -> dict[str, str]:
+    """Every value of the config as `dotted.key -> str`, as logged to MLflow params.
+
+    The master seed is logged as `seed`, per-purpose seeds as `seed.<purpose>` (resolved
+    values are logged by the trainer; here they may still be None).
+    """
+    tree = config.model_dump(mode="json")
+    seed = tree.pop("seed")
+    flat: dict[str, str] = {"seed": str(seed.pop("master"))}
+    for k, v in seed.items():
+        if v is not None:
+            flat[f"seed.{k}"] = str(v)
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = json.dumps(node) if isinstance(node, list) else str(node)
+
+    walk("", tree)
+    return flat
+
+
+def config_hash(config: Config) -> str:
+    """A stable hash of the resolved config without its seeds: equal for all seeds of one config."""
+    tree = config.model_dump(mode="json")
+    tree.pop("seed")
+    canon = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved config as YAML (what a run records as `config.yaml`)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,656 @@
+"""Provenance capture: git state, DVC data versions and the software environment.
+
+Everything here returns plain dicts/strings so callers decide how to record them; this module never
+talks to MLflow. Heavy libraries (GitPython, DVC, torch) are imported inside the functions that need
+them so that ``import xp.provenance`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import re
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# Untracked files bigger than this are data or artifacts, not source; they are left out of the diff.
+MAX_UNTRACKED_FILE_BYTES = 1024 * 1024
+# Safety valve for an un-ignored venv/output folder: past this many bytes of untracked source, the
+# remaining files are listed as skipped instead of bloating every run's diff.
+MAX_UNTRACKED_TOTAL_BYTES = 16 * 1024 * 1024
+
+# Options that make `git diff` output appliable by `git apply` regardless of user/global config
+# (external diff tools, textconv, noprefix, colour, inline submodule diffs would all break it).
+_DIFF_OPTS = (
+    "--binary",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+    "--submodule=short",
+)
+
+_VERSIONED_PACKAGES = ("torch", "transformers", "mlflow", "dvc", "numpy")
+
+_C_ESCAPES = {
+    0x07: "\\a",
+    0x08: "\\b",
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0B: "\\v",
+    0x0C: "\\f",
+    0x0D: "\\r",
+    0x22: '\\"',
+    0x5C: "\\\\",
+}
+
+
+class ProvenanceError(Exception):
+    """A user-fixable problem (e.g. not a git repo when one is required)."""
+
+
+class DataMissingError(ProvenanceError):
+    """A data path given to `data_versions` does not exist in the working tree.
+
+    Attributes:
+        name: The logical name the caller gave the path (e.g. ``"train"``).
+        path: The path, relative to the repo root when possible.
+        stage: The DVC stage that produces the path, as `dvc repro` addresses it, if any.
+        dvc_file: The ``.dvc`` file that tracks the path, if any.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str | Path,
+        stage: str | None = None,
+        dvc_file: str | None = None,
+    ):
+        self.name = name
+        self.path = str(path)
+        self.stage = stage
+        self.dvc_file = dvc_file
+        if stage:
+            hint = f"run `dvc repro {stage}` to build it, or `dvc pull` to fetch it"
+        elif dvc_file:
+            hint = f"run `dvc pull {dvc_file}` to fetch it"
+        else:
+            hint = "run `dvc repro` to build it, or `dvc pull` to fetch it"
+        super().__init__(f"data file '{self.path}' ({name}) is missing: {hint}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Repository root
+# --------------------------------------------------------------------------------------------------
+
+
+def find_repo_root(start: str | Path = ".") -> Path:
+    """Finds the root of the project that contains `start`.
+
+    Args:
+        start: A file or directory inside the project.
+
+    Returns:
+        The git work-tree root containing `start`; if `start` is not in a git work tree, the nearest
+        ancestor holding ``dvc.yaml`` or ``.dvc/``; otherwise ``Path(start).resolve()``.
+    """
+    start_path = Path(start).resolve()
+    probe = start_path if start_path.is_dir() else start_path.parent
+
+    repo = _open_git_repo(probe)
+    if repo is not None:
+        try:
+            if repo.working_tree_dir is not None:
+                return Path(repo.working_tree_dir).resolve()
+        finally:
+            repo.close()
+
+    for candidate in (probe, *probe.parents):
+        if (candidate / "dvc.yaml").is_file() or (candidate / ".dvc").is_dir():
+            return candidate
+    return start_path
+
+
+def _open_git_repo(path: str | Path) -> Any:
+    """Returns a `git.Repo` for the work tree containing `path`, or None if there is none."""
+    try:
+        import git
+    except ImportError as exc:  # GitPython raises ImportError when no git executable is found
+        logger.warning("git is unavailable, skipping git provenance: %s", exc)
+        return None
+
+    try:
+        repo = git.Repo(path, search_parent_directories=True)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return None
+    if repo.bare:
+        repo.close()
+        return None
+    return repo
+
+
+# --------------------------------------------------------------------------------------------------
+# Git
+# --------------------------------------------------------------------------------------------------
+
+
+def git_info(repo_dir: str | Path) -> dict:
+    """Describes the git state of the work tree containing `repo_dir`.
+
+    The ``diff`` is built so that ``git apply`` of it on a clean checkout of ``commit`` recreates
+    the working tree's source: ``git diff HEAD --binary`` of tracked files followed by new-file
+    diffs for untracked, non-ignored source files (UTF-8 text of at most 1 MiB).
+
+    Args:
+        repo_dir: A directory inside the git work tree.
+
+    Returns:
+        A dict with ``commit`` (hexsha or None before the first commit), ``branch`` (None when
+        detached), ``dirty`` (tracked changes vs HEAD, or untracked source files present),
+        ``remote`` (URL of ``origin`` or the first remote, credentials removed, or None),
+        ``diff`` (str, empty when clean) and ``skipped_untracked`` (untracked, non-ignored files
+        left out of the diff because they are binary, large or over the total budget). When
+        `repo_dir` is not in a git work tree, every value is None except ``diff`` ("") and
+        ``skipped_untracked`` ([]).
+
+    Raises:
+        ProvenanceError: A git command failed (e.g. the repository is owned by another user).
+    """
+    repo = _open_git_repo(repo_dir)
+    if repo is None:
+        return {
+            "commit": None,
+            "branch": None,
+            "dirty": None,
+            "remote": None,
+            "diff": "",
+            "skipped_untracked": [],
+        }
+
+    from git import GitCommandError
+
+    try:
+        has_commit = repo.head.is_valid()
+        commit = repo.head.commit.hexsha if has_commit else None
+        root = Path(repo.working_tree_dir)
+
+        if has_commit:
+            tracked_diff = _tracked_diff(repo, "HEAD")
+        else:
+            # Nothing committed yet: everything in the index is new relative to the empty tree.
+            tracked_diff = _tracked_diff(repo, _empty_tree(repo)) if _has_index(repo) else ""
+
+        sources, skipped = _classify_untracked(repo)
+        untracked_diff = "".join(_new_file_diff(root, rel) for rel in sources)
+
+        diff = tracked_diff
+        if diff and untracked_diff and not diff.endswith("\n"):
+            diff += "\n"
+        diff += untracked_diff
+
+        return {
+            "commit": commit,
+            "branch": _branch_name(repo),
+            "dirty": (not has_commit) or bool(tracked_diff) or bool(sources),
+            "remote": _remote_url(repo),
+            "diff": diff,
+            "skipped_untracked": skipped,
+        }
+    except GitCommandError as exc:
+        # Typically "dubious ownership" or a corrupt repo: surface git's own explanation.
+        raise ProvenanceError(f"git failed in {repo.working_tree_dir}: {exc}") from exc
+    finally:
+        repo.close()
+
+
+def untracked_source_files(repo_dir: str | Path) -> list[str]:
+    """Lists untracked, non-ignored source files of the git work tree containing `repo_dir`.
+
+    Source files are UTF-8 text files (or symlinks) of at most 1 MiB; binaries and large files
+    are not source.
+
+    Args:
+        repo_dir: A directory inside the git work tree.
+
+    Returns:
+        Posix paths relative to the work-tree root, sorted; empty when not in a git work tree.
+    """
+    repo = _open_git_repo(repo_dir)
+    if repo is None:
+        return []
+    try:
+        sources, _ = _classify_untracked(repo, limit_total=False)
+        return sources
+    finally:
+        repo.close()
+
+
+def _branch_name(repo: Any) -> str | None:
+    if repo.head.is_detached:
+        return None
+    try:
+        return repo.active_branch.name
+    except (TypeError, ValueError):
+        return None
+
+
+def _remote_url(repo: Any) -> str | None:
+    remotes = list(repo.remotes)
+    if not remotes:
+        return None
+    by_name = {remote.name: remote for remote in remotes}
+    remote = by_name.get("origin", remotes[0])
+    try:
+        url = remote.url
+    except Exception:  # noqa: BLE001 - a remote without a url is just "no remote"
+        return None
+    return _strip_credentials(url)
+
+
+def _strip_credentials(url: str) -> str:
+    """Drops ``user:token@`` from URLs so tokens never end up in experiment metadata."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url  # scp-style `git@host:org/repo.git` carries no secret
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=host))
+
+
+def _has_index(repo: Any) -> bool:
+    return Path(repo.index.path).exists()
+
+
+def _empty_tree(repo: Any) -> str:
+    import subprocess
+
+    # Not hard-coded: the empty tree id differs between SHA-1 and SHA-256 repositories.
+    return repo.git.hash_object("-t", "tree", "--stdin", istream=subprocess.DEVNULL)
+
+
+def _tracked_diff(repo: Any, base: str) -> str:
+    """Returns `git diff <base>` of tracked files as appliable UTF-8 text."""
+    raw = repo.git.diff(base, *_DIFF_OPTS, stdout_as_string=False, strip_newline_in_stdout=False)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+
+    # Some changed file is text in a legacy encoding. Render those files as binary patches so the
+    # whole diff stays valid UTF-8 (loggable) and still applies byte-for-byte.
+    names = repo.git.diff(base, "--name-only", "-z", "--no-renames", "--no-ext-diff")
+    chunks = []
+    for name in filter(None, names.split("\0")):
+        spec = f":(top,literal){name}"
+        raw = repo.git.diff(
+            base,
+            *_DIFF_OPTS,
+            "--no-renames",
+            "--",
+            spec,
+            stdout_as_string=False,
+            strip_newline_in_stdout=False,
+        )
+        try:
+            chunks.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            chunks.append(_forced_binary_diff(repo, base, spec))
+    return "".join(chunks)
+
+
+def _forced_binary_diff(repo: Any, base: str, spec: str) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        attributes = Path(tmp, "attributes")
+        attributes.write_text("* -diff\n")
+        raw = repo.git(c=f"core.attributesFile={attributes}").diff(
+            base,
+            *_DIFF_OPTS,
+            "--no-renames",
+            "--",
+            spec,
+            stdout_as_string=False,
+            strip_newline_in_stdout=False,
+        )
+    # A repo .gitattributes can override `-diff`; then this file's diff cannot be exact as text.
+    return raw.decode("utf-8", errors="replace")
+
+
+def _classify_untracked(repo: Any, limit_total: bool = True) -> tuple[list[str], list[str]]:
+    """Splits untracked, non-ignored files into sorted (source files, skipped files)."""
+    root = Path(repo.working_tree_dir)
+    listing = repo.git.ls_files("--others", "--exclude-standard", "-z")
+    budget = MAX_UNTRACKED_TOTAL_BYTES if limit_total else None
+    sources: list[str] = []
+    skipped: list[str] = []
+    used = 0
+    over_budget = False
+    # Shallow files first, so top-level scripts win the budget over a deep un-ignored folder.
+    rels = sorted(filter(None, listing.split("\0")), key=lambda rel: (rel.count("/"), rel))
+    for rel in rels:
+        # Past the budget, files are not even read: this is the un-ignored venv case.
+        size = None if over_budget or rel.endswith("/") else _source_size(root / rel)
+        if size is not None and budget is not None and used + size > budget:
+            over_budget = True
+            size = None
+        if size is None:
+            skipped.append(rel)  # binary, large, over budget, or a nested repo ("dir/")
+            continue
+        used += size
+        sources.append(rel)
+    if over_budget:
+        logger.warning(
+            "untracked files exceed %d MiB; the rest are left out of the recorded git diff "
+            "(add generated folders to .gitignore)",
+            MAX_UNTRACKED_TOTAL_BYTES // 2**20,
+        )
+    return sorted(sources), sorted(skipped)
+
+
+def _source_size(path: Path) -> int | None:
+    """Returns the byte size of `path` if it counts as a source file, else None."""
+    try:
+        st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            os.readlink(path).encode("utf-8")
+            return st.st_size
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_UNTRACKED_FILE_BYTES:
+            return None
+        data = path.read_bytes()
+    except (OSError, UnicodeError):
+        return None
+    if b"\0" in data:
+        return None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return len(data)
+
+
+def _quote_path(path: str) -> str:
+    """Quotes a diff header path the way git does, so `git apply` reads it back exactly."""
+    raw = path.encode("utf-8", "surrogateescape")
+    if not any(b < 0x20 or b >= 0x7F or b in (0x22, 0x5C) for b in raw):
+        return path
+    out = []
+    for b in raw:
+        if b in _C_ESCAPES:
+            out.append(_C_ESCAPES[b])
+        elif 0x20 <= b < 0x7F:
+            out.append(chr(b))
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def _new_file_diff(root: Path, rel: str) -> str:
+    """Renders an untracked file as a git new-file diff."""
+    path = root / rel
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        # git stores a symlink as a blob holding its target, without a trailing newline.
+        mode = "120000"
+        content_lines = [os.readlink(path)]
+        no_newline = True
+    else:
+        mode = "100755" if st.st_mode & stat.S_IXUSR else "100644"
+        content = path.read_bytes().decode("utf-8")
+        no_newline = bool(content) and not content.endswith("\n")
+        body = content if no_newline else content[:-1]
+        # Split on "\n" only: str.splitlines() would also split on \r, \x0b, \u2028, ...
+        content_lines = body.split("\n") if content else []
+
+    a_name, b_name = _quote_path(f"a/{rel}"), _quote_path(f"b/{rel}")
+    header = f"diff --git {a_name} {b_name}\nnew file mode {mode}\n"
+    if not content_lines:
+        return header
+    count = len(content_lines)
+    hunk = "@@ -0,0 +1 @@\n" if count == 1 else f"@@ -0,0 +1,{count} @@\n"
+    lines = "".join(f"+{line}\n" for line in content_lines)
+    tail = "\\ No newline at end of file\n" if no_newline else ""
+    # git ends the name with a TAB when it holds a space, so patch(1) does not read on past it.
+    plus_name = f"{b_name}\t" if " " in b_name else b_name
+    return f"{header}--- /dev/null\n+++ {plus_name}\n{hunk}{lines}{tail}"
+
+
+# --------------------------------------------------------------------------------------------------
+# DVC data versions
+# --------------------------------------------------------------------------------------------------
+
+
+def data_versions(paths: dict[str, str | Path], repo_dir: str | Path) -> dict[str, dict]:
+    """Fingerprints data files/directories with DVC's content hashes and DVC tracking status.
+
+    A path is tracked when it is, or lies inside, an output recorded by ``dvc.lock`` or a ``.dvc``
+    file. For a file inside a tracked directory the hash is the file's own, compared against its
+    entry in the directory listing from the DVC cache; if that listing is not cached, the whole
+    directory is rehashed and the file counts as clean only if the directory is unchanged.
+    Hashes come from DVC's state database when file stats are unchanged, so repeated calls are
+    cheap. Works without ``.dvc/``: hashes are still DVC's, and paths are untracked unless a
+    ``dvc.yaml`` declares them.
+
+    Args:
+        paths: Logical name -> file or directory; relative paths are relative to `repo_dir`.
+        repo_dir: The project root (normally `find_repo_root()`).
+
+    Returns:
+        Name -> ``{"path": posix path relative to repo_dir, "md5": DVC hash of the working copy
+        (``"<md5>.dir"`` for directories), "dvc_status": "clean" | "modified" | "untracked",
+        "recorded_md5": hash DVC has on record or None, "output": the covering DVC output's path
+        relative to repo_dir, or None}``.
+
+    Raises:
+        DataMissingError: A path does not exist; the message says how to produce it.
+        ProvenanceError: DVC's pipeline files cannot be parsed.
+    """
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = os.path.abspath(repo_dir)
+    try:
+        repo = Repo(root, uninitialized=True)
+    except DvcException as exc:
+        raise ProvenanceError(f"cannot open DVC repository at {root}: {exc}") from exc
+
+    with repo:
+        try:
+            outs = [out for out in repo.index.outs if out.protocol == "local"]
+        except DvcException as exc:
+            raise ProvenanceError(
+                f"cannot read DVC pipeline files in {repo.root_dir}: {exc}"
+            ) from exc
+
+        result = {}
+        for name, given in paths.items():
+            abs_path = os.path.abspath(os.path.join(root, os.fspath(given)))
+            rel = Path(os.path.relpath(abs_path, root)).as_posix()
+            out = _covering_output(outs, abs_path)
+            if not os.path.exists(abs_path):
+                raise _missing_error(name, rel, out, repo.root_dir)
+            entry = _version_of(repo, out, abs_path) if out else _untracked_version(repo, abs_path)
+            entry["output"] = (
+                Path(os.path.relpath(out.fs_path, root)).as_posix() if out is not None else None
+            )
+            result[name] = {"path": rel, **entry}
+        return result
+
+
+def _covering_output(outs: list, abs_path: str) -> Any:
+    """Returns the DVC output that is, or contains, `abs_path` (the deepest one), or None."""
+    matches = [out for out in outs if out.fs.isin_or_eq(abs_path, out.fs_path)]
+    return max(matches, key=lambda out: len(out.fs_path), default=None)
+
+
+def _missing_error(name: str, rel: str, out: Any, dvc_root: str) -> DataMissingError:
+    if out is None:
+        return DataMissingError(name, rel)
+    stage = out.stage
+    dvcfile_rel = Path(os.path.relpath(stage.path, dvc_root)).as_posix()
+    stage_name = getattr(stage, "name", None)
+    if stage_name and not stage.is_data_source:
+        # `dvc repro` addresses stages outside the root dvc.yaml as `<dvcfile>:<stage>`.
+        target = stage_name if dvcfile_rel == "dvc.yaml" else f"{dvcfile_rel}:{stage_name}"
+        return DataMissingError(name, rel, stage=target)
+    return DataMissingError(name, rel, dvc_file=dvcfile_rel)
+
+
+def _staging_odb(repo: Any, hash_name: str) -> Any:
+    """Returns an object DB to stage hashing through (it carries DVC's state database)."""
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    cache = repo.cache
+    odb = cache.legacy if hash_name != "md5" else cache.local
+    if odb is not None:
+        return odb
+    # No .dvc/ (so no cache): hashing still works through a throwaway, never-written DB.
+    return HashFileDB(LocalFileSystem(), os.path.join(repo.root_dir, ".dvc", "cache"))
+
+
+def _hash_path(repo: Any, abs_path: str, hash_name: str = "md5") -> str:
+    """Computes DVC's hash of a file, or DVC's ``.dir`` hash of a directory."""
+    from dvc_data.hashfile.build import build
+    from dvc_objects.fs.local import LocalFileSystem
+
+    _, _, obj = build(
+        _staging_odb(repo, hash_name),
+        abs_path,
+        LocalFileSystem(),
+        hash_name,
+        ignore=repo.dvcignore,
+        dry_run=True,
+    )
+    return obj.hash_info.value
+
+
+def _untracked_version(repo: Any, abs_path: str) -> dict:
+    return {"md5": _hash_path(repo, abs_path), "dvc_status": "untracked", "recorded_md5": None}
+
+
+def _version_of(repo: Any, out: Any, abs_path: str) -> dict:
+    md5 = _hash_path(repo, abs_path, out.hash_name)
+    whole_recorded = out.hash_info.value if out.hash_info else None
+
+    if abs_path == out.fs_path:
+        recorded = whole_recorded
+    else:
+        recorded = _recorded_entry(repo, out, abs_path)
+        if recorded is _NOT_CACHED:
+            # Without the cached listing, the file is known unchanged only if its directory is.
+            unchanged = whole_recorded is not None and (
+                _hash_path(repo, out.fs_path, out.hash_name) == whole_recorded
+            )
+            recorded = md5 if unchanged else None
+
+    status = "clean" if recorded is not None and recorded == md5 else "modified"
+    return {"md5": md5, "dvc_status": status, "recorded_md5": recorded}
+
+
+_NOT_CACHED = object()
+
+
+def _recorded_entry(repo: Any, out: Any, abs_path: str) -> Any:
+    """Returns the recorded hash of `abs_path` inside directory output `out`.
+
+    Returns None when the listing has no such entry, or `_NOT_CACHED` when the listing itself is
+    unavailable (not in the local cache, or no cache at all).
+    """
+    from dvc_data.hashfile.tree import Tree
+
+    if not out.hash_info or repo.cache.local is None:
+        return _NOT_CACHED
+    listing = out.get_obj()
+    if not isinstance(listing, Tree):
+        return _NOT_CACHED
+    prefix = out.fs.relparts(abs_path, out.fs_path)
+    entry = listing.get_obj(out.cache, prefix)
+    return entry.hash_info.value if entry is not None and entry.hash_info else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Environment
+# --------------------------------------------------------------------------------------------------
+
+
+def environment_info(device: str | None = None) -> dict:
+    """Describes the Python/software/hardware environment of the current process.
+
+    Args:
+        device: The device the run uses; autodetected from torch when None.
+
+    Returns:
+        A dict with ``python``, versions of ``torch``, ``transformers``, ``mlflow``, ``dvc`` and
+        ``numpy`` (None when not installed), ``platform``, ``cpu_count``, ``device`` (``"cpu"``,
+        ``"cuda:<GPU name>"`` or ``"mps"`` when autodetected) and ``cuda`` (torch's CUDA version or
+        None).
+    """
+    info: dict[str, Any] = {"python": platform.python_version()}
+    for package in _VERSIONED_PACKAGES:
+        info[package] = _package_version(package)
+    info["platform"] = platform.platform()
+    info["cpu_count"] = os.cpu_count()
+
+    torch = _import_torch() if info["torch"] else None
+    info["device"] = device or _detect_device(torch)
+    info["cuda"] = getattr(getattr(torch, "version", None), "cuda", None)
+    return info
+
+
+def _package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _import_torch() -> Any:
+    try:
+        import torch
+    except Exception:  # noqa: BLE001 - a broken torch install should not stop provenance capture
+        return None
+    return torch
+
+
+def _detect_device(torch: Any) -> str:
+    if torch is None:
+        return "cpu"
+    try:
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)}"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+    except Exception:  # driver problems mean we fall back to the CPU
+        logger.debug("device detection failed", exc_info=True)
+    return "cpu"
+
+
+def pip_freeze() -> str:
+    """Lists the installed distributions of the running interpreter.
+
+    Returns:
+        ``name==version`` lines sorted case-insensitively by name, newline-terminated. When a
+        distribution is installed twice on ``sys.path`` the first (the one imported) wins.
+    """
+    from importlib import metadata
+
+    seen: dict[str, str] = {}
+    for dist in metadata.distributions(path=sys.path):
+        name = dist.metadata["Name"]
+        if not name:
+            continue
+        key = re.sub(r"[-_.]+", "-", name).lower()  # PEP 503: `Foo_Bar` and `foo-bar` are one
+        seen.setdefault(key, f"{name}=={dist.version}")
+    lines = sorted(seen.values(), key=str.lower)
+    return "".join(f"{line}\n" for line in lines)

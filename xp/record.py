@@ -1,0 +1,110 @@
+"""The run record: provenance (git, data, environment) -> RUN_SCHEMA tags, inputs and artifacts.
+
+Pure mapping from the plain dicts of `xp.provenance` to the names of `shared/RUN_SCHEMA.md`, plus
+one function that writes them through a tracker. Everything is gathered before the run starts,
+so a missing data file stops the job before a run exists.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xp.config import Config, config_hash, flatten, to_yaml
+from xp.data import split_paths
+
+CONTEXTS = {"train": "train", "validation": "validation", "test": "test"}
+
+
+@dataclass
+class Provenance:
+    """Everything recorded about where a run came from."""
+
+    git: dict[str, Any]
+    data: dict[str, dict[str, Any]]
+    env: dict[str, Any]
+    requirements: str
+
+
+def data_inputs(config: Config, model_source: tuple[str, str]) -> dict[str, str]:
+    """Name -> path of every data file or folder a run reads (splits, and a local checkpoint)."""
+    paths = dict(split_paths(config.data))
+    kind, _ = model_source
+    if kind == "path":
+        paths["backbone"] = config.model.name
+    return paths
+
+
+def gather(
+    config: Config, root: Path, model_source: tuple[str, str], device: str | None = None
+) -> Provenance:
+    """Read git, DVC and environment state (raises DataMissingError for a missing input)."""
+    from xp import provenance
+
+    data = provenance.data_versions(data_inputs(config, model_source), root)
+    return Provenance(
+        git=provenance.git_info(root),
+        data=data,
+        env=provenance.environment_info(device),
+        requirements=provenance.pip_freeze(),
+    )
+
+
+def command_for(project: str, overrides: list[str]) -> str:
+    """The `xp train` command line that re-runs a run."""
+    return shlex.join(["xp", "train", project, *overrides])
+
+
+def tags_for(config: Config, prov: Provenance, deterministic: bool, command: str) -> dict[str, str]:
+    """The RUN_SCHEMA tags of a training run (outcome and group are set elsewhere)."""
+    git = prov.git
+    tags: dict[str, str] = {
+        "xp.kind": "train",
+        "xp.project": config.project,
+        "xp.config_hash": config_hash(config),
+        "xp.git.commit": git.get("commit") or "none",
+        "xp.git.branch": git.get("branch") or "",
+        "xp.git.dirty": _bool(git.get("dirty")),
+        "xp.command": command,
+        "xp.env.deterministic": _bool(deterministic),
+    }
+    if git.get("remote"):
+        tags["xp.git.remote"] = git["remote"]
+    if git.get("commit"):
+        tags["mlflow.source.git.commit"] = git["commit"]
+    for name, version in prov.data.items():
+        tags[f"xp.data.{name}.path"] = version["path"]
+        tags[f"xp.data.{name}.md5"] = version["md5"]
+        tags[f"xp.data.{name}.dvc_status"] = version["dvc_status"]
+    for key in ("python", "torch", "transformers", "mlflow", "device"):
+        tags[f"xp.env.{key}"] = str(prov.env.get(key) or "")
+    return tags
+
+
+def params_for(config: Config, seeds: dict[str, int]) -> dict[str, str]:
+    """Flattened config plus the resolved per-purpose seeds (`seed.init`, ...)."""
+    params = flatten(config)
+    params.update({f"seed.{k}": str(v) for k, v in seeds.items() if k != "split"})
+    if config.seed.split is not None:
+        params["seed.split"] = str(seeds["split"])
+    return params
+
+
+def write(tracker: Any, config: Config, seeds: dict[str, int], prov: Provenance) -> None:
+    """Log params, the resolved config, provenance artifacts and dataset inputs."""
+    tracker.log_params(params_for(config, seeds))
+    tracker.log_text(to_yaml(config), "config.yaml")
+    tracker.log_text(prov.requirements, "provenance/requirements.txt")
+    tracker.log_text(json.dumps(prov.env, indent=2) + "\n", "provenance/environment.json")
+    if prov.git.get("dirty"):
+        tracker.log_text(prov.git.get("diff", ""), "provenance/git.diff")
+    for name, version in prov.data.items():
+        context = CONTEXTS.get(name, "train")  # a backbone checkpoint is read for training
+        tracker.log_input(name, version["path"], version["md5"], context)
+
+
+def _bool(value: Any) -> str:
+    return "true" if value else "false"

@@ -1,0 +1,361 @@
+"""The one module that talks to MLflow about runs.
+
+`start_tracker` returns an `MlflowTracker` (or a `NullTracker` with the same methods when tracking
+is off), so the trainer never branches on "is tracking on". Metrics are buffered in memory and
+handed to MLflow's own asynchronous logging in batches: logging every step costs an append.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+from xp import XpError
+
+DEFAULT_DB = "mlflow.db"  # MLflow 3's own default name, so a bare `mlflow ui` finds our runs
+DEFAULT_ARTIFACTS = "mlruns"
+BUSY_TIMEOUT_MS = 60_000  # several seeds write at once; wait for the lock instead of failing
+
+
+class TrackingError(XpError):
+    """Unknown run id, unreachable store, or a run that cannot be resumed."""
+
+
+def default_tracking_uri(repo_root: Path) -> str:
+    """The embedded store at the repo root: `sqlite:///<root>/mlflow.db`."""
+    return f"sqlite:///{(repo_root / DEFAULT_DB).resolve()}"
+
+
+def configure_store(repo_root: Path) -> str:
+    """Point MLflow at the project's store and make SQLite safe for concurrent writers.
+
+    Respects `MLFLOW_TRACKING_URI`; otherwise uses the embedded store at the repo root. For
+    SQLite it turns on WAL mode (readers never block the writer) and a busy timeout on every
+    connection, so several seed processes can log at once.
+
+    Returns:
+        The tracking URI in use.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(repo_root)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # child processes (seeds, mlflow run) inherit it
+    if uri.startswith("sqlite:///"):
+        _install_sqlite_pragmas()
+        _enable_wal(Path(uri.removeprefix("sqlite:///")))
+    return uri
+
+
+def _enable_wal(db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000) as con:
+            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file itself
+    except sqlite3.OperationalError:
+        pass  # another process holds it right now; it will have set WAL already or will
+
+
+_PRAGMAS_INSTALLED = False
+
+
+def _install_sqlite_pragmas() -> None:
+    global _PRAGMAS_INSTALLED
+    if _PRAGMAS_INSTALLED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.close()
+
+    _PRAGMAS_INSTALLED = True
+
+
+def experiment_for(project: str, repo_root: Path) -> str:
+    """Experiment id for a project's runs (created on first use, artifacts under the repo)."""
+    import mlflow
+
+    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return os.environ["MLFLOW_EXPERIMENT_ID"]
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or project
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if os.environ["MLFLOW_TRACKING_URI"] == default_tracking_uri(repo_root):
+        location = (repo_root / DEFAULT_ARTIFACTS).resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another seed created it a moment ago
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class MlflowTracker:
+    """An MLflow run: tags and params at once, metrics buffered, artifacts and models."""
+
+    enabled = True
+
+    def __init__(self, run_id: str, flush_every: int = 1000, flush_seconds: float = 2.0):
+        import mlflow
+
+        self._mlflow = mlflow
+        self._client = mlflow.MlflowClient()
+        self.run_id = run_id
+        self._buffer: list[tuple[str, float, int, int]] = []
+        self._flush_every = flush_every
+        self._flush_seconds = flush_seconds
+        self._last_flush = time.monotonic()
+        self._pending: list[Any] = []
+
+    # -- params, tags -------------------------------------------------------------------------
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log params; keys the run already has (e.g. `mlflow run -P`) are kept as they are."""
+        from mlflow.entities import Param
+
+        existing = self._client.get_run(self.run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for i in range(0, len(new), 100):
+            self._client.log_batch(self.run_id, params=new[i : i + 100])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, tags=items[i : i + 100])
+
+    def tags(self) -> dict[str, str]:
+        """The run's current tags."""
+        return self._client.get_run(self.run_id).data.tags
+
+    # -- metrics ------------------------------------------------------------------------------
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Buffer metrics; they reach the store in batches, off the training thread."""
+        ts = int(time.time() * 1000)
+        self._buffer.extend((k, float(v), ts, step) for k, v in metrics.items())
+        if (
+            len(self._buffer) >= self._flush_every
+            or time.monotonic() - self._last_flush > self._flush_seconds
+        ):
+            self._send()
+
+    def _send(self) -> None:
+        from mlflow.entities import Metric
+
+        batch, self._buffer = self._buffer, []
+        self._last_flush = time.monotonic()
+        for i in range(0, len(batch), 1000):
+            metrics = [Metric(k, v, ts, s) for k, v, ts, s in batch[i : i + 1000]]
+            self._pending.append(
+                self._client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+            )
+
+    def flush(self) -> None:
+        """Block until every buffered metric is in the store."""
+        self._send()
+        pending, self._pending = self._pending, []
+        for op in pending:
+            if op is not None:
+                op.wait()
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric, in step order."""
+        self.flush()
+        hist = self._client.get_metric_history(self.run_id, key)
+        return sorted((m.step, m.value) for m in hist)
+
+    # -- artifacts, inputs, models ------------------------------------------------------------
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._client.log_text(self.run_id, text, artifact_file)
+
+    def download_artifacts(self, artifact_path: str, dst: Path) -> Path:
+        """Download `artifact_path` of this run into `dst`; returns the local path."""
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            local = self._mlflow.artifacts.download_artifacts(
+                run_id=self.run_id, artifact_path=artifact_path, dst_path=str(dst)
+            )
+        except Exception as e:
+            raise TrackingError(
+                f"run {self.run_id} has no artifact {artifact_path!r} to resume from ({e})"
+            ) from None
+        return Path(local)
+
+    def log_input(self, name: str, path: str, md5: str, context: str) -> None:
+        """Record a dataset read by the run, its digest being the DVC md5."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow warns that two local sources match
+            source = resolve_dataset_source(path)
+        self._mlflow.log_input(MetaDataset(source, name=name, digest=md5), context=context)
+
+    def log_model(self, model: Any, flavor: str, **kwargs: Any) -> str:
+        """Log a model named `model` with the given flavor; returns its model URI.
+
+        Requirements are the installed versions, given explicitly: MLflow's inference of them
+        re-imports the model in a subprocess, which costs seconds on every run.
+        """
+        from importlib.metadata import version
+
+        import xp
+
+        if flavor == "transformers":
+            import mlflow.transformers as mod
+
+            packages = ("torch", "transformers", "tokenizers", "safetensors")
+        else:
+            import mlflow.pytorch as mod
+
+            packages = ("torch", "numpy")
+            kwargs.setdefault("code_paths", [str(Path(xp.__file__).parent)])  # DigitsCNN's code
+        reqs = [f"{p}=={version(p).split('+')[0]}" for p in packages]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            info = mod.log_model(model, name="model", pip_requirements=reqs, **kwargs)
+        return info.model_uri
+
+    def end(self, status: str) -> None:
+        """Flush and close the run with an MLflow status (FINISHED, FAILED, KILLED)."""
+        try:
+            self.flush()
+        finally:
+            self._mlflow.end_run(status=status)
+
+
+class NullTracker:
+    """Tracking off (`--no-track`): the same methods, nothing recorded."""
+
+    enabled = False
+
+    def __init__(self) -> None:
+        self.run_id = f"notrack-{uuid.uuid4().hex[:12]}"
+        self._metrics: dict[str, list[tuple[int, float]]] = {}
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        pass
+
+    def tags(self) -> dict[str, str]:
+        return {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return []
+
+    def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def download_artifacts(self, artifact_path: str, dst: Path) -> Path:
+        raise TrackingError("tracking is off (--no-track): there is no run to resume from")
+
+    def log_input(self, name: str, path: str, md5: str, context: str) -> None:
+        pass
+
+    def log_model(self, model: Any, flavor: str, **kwargs: Any) -> str:
+        return ""
+
+    def end(self, status: str) -> None:
+        pass
+
+
+Tracker = MlflowTracker | NullTracker
+
+
+def start_tracker(
+    enabled: bool,
+    project: str,
+    repo_root: Path,
+    resume_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+) -> Tracker:
+    """Open the run that records a training job.
+
+    Under `mlflow run`, the run MLflow created (`MLFLOW_RUN_ID`) is used. With `resume_run_id`,
+    that run is reopened and continues where it stopped.
+
+    Raises:
+        TrackingError: `resume_run_id` names no run in the store.
+    """
+    if not enabled:
+        return NullTracker()
+    configure_store(repo_root)
+    import mlflow
+
+    run_id = resume_run_id or os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        try:
+            mlflow.MlflowClient().get_run(run_id)
+        except Exception:
+            raise TrackingError(
+                f"unknown run id {run_id!r} in {os.environ['MLFLOW_TRACKING_URI']}; "
+                "list runs with `mlflow ui` or `mlflow runs list`"
+            ) from None
+        run = mlflow.start_run(run_id=run_id)
+    else:
+        run = mlflow.start_run(
+            experiment_id=experiment_for(project, repo_root), run_name=run_name, tags=tags
+        )
+    tracker = MlflowTracker(run.info.run_id)
+    if run_id and tags:
+        tracker.set_tags(tags)
+    return tracker
+
+
+def recorded_text(run_id: str, artifact_file: str) -> str:
+    """A text artifact of a recorded run (e.g. its `config.yaml`).
+
+    Raises:
+        TrackingError: unknown run id, or the run has no such artifact.
+    """
+    import mlflow
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except Exception:
+        raise TrackingError(
+            f"unknown run id {run_id!r} in {os.environ.get('MLFLOW_TRACKING_URI')}"
+        ) from None
+    try:
+        return mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_file}")
+    except Exception:
+        raise TrackingError(f"run {run_id} has no {artifact_file} artifact") from None
+
+
+def scratch_dir(repo_root: Path, run_id: str) -> Path:
+    """Local working folder of a run (checkpoints before they are logged); git-ignored."""
+    path = repo_root / ".xp" / "runs" / run_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def temp_dir() -> Path:
+    """A fresh temporary folder (for artifacts that are only staged before logging)."""
+    return Path(tempfile.mkdtemp(prefix="xp-"))

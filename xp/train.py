@@ -1,0 +1,471 @@
+"""The fine-tuning recipe, top to bottom: setup -> loop -> evaluate -> checkpoint -> finish.
+
+One explicit loop, no callback framework. Fine-tuning practice lives here: AdamW without weight
+decay on biases and norm weights, warm-up then linear/cosine decay, gradient clipping (the norm
+is logged), freezing and gradual unfreezing, layer-wise LR decay, gradient accumulation, early
+stopping on a validation metric keeping the best checkpoint, autocast on a GPU, and a seed per
+source of randomness. A run killed by Ctrl-C or SIGTERM saves its last checkpoint and resumes
+exactly (`--resume <run_id>`).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from xp import XpError, checkpoint, record
+from xp.config import Config, higher_is_better, metrics_for
+from xp.data import load_splits, take, to_tensors
+from xp.metrics import task_metrics, trivial_baseline
+from xp.models import build_model, forward, layer_groups
+from xp.seed import derive_seeds, epoch_order, rng_state, set_deterministic, set_rng_state
+from xp.track import Tracker, scratch_dir, start_tracker
+
+
+class DivergedError(XpError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Result:
+    """What a training job ended with."""
+
+    run_id: str
+    outcome: str  # ok | failed | early_stopped | killed
+    status: str  # MLflow status: FINISHED | FAILED | KILLED
+    message: str = ""
+    test: dict[str, float] = field(default_factory=dict)
+    best_val: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    signal: str = ""  # SIGINT / SIGTERM for a killed run
+
+
+Events = Callable[[str, dict[str, Any]], None]
+
+
+def _no_events(kind: str, info: dict[str, Any]) -> None:
+    pass
+
+
+class _StopFlag:
+    """Turns Ctrl-C / SIGTERM into "stop after this optimizer step"; a second one is immediate."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` -> cuda if present, else mps, else cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_label(device: torch.device) -> str:
+    """`cpu`, or `cuda:<device name>` as recorded in `xp.env.device`."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+# -- setup ------------------------------------------------------------------------------------
+def param_groups(model: torch.nn.Module, config: Config) -> list[dict[str, Any]]:
+    """AdamW groups: layer-wise LR decay by depth, no weight decay on biases and norm weights."""
+    groups = layer_groups(model)
+    top = len(groups) - 1
+    out = []
+    for depth, (name, params) in enumerate(groups):
+        scale = config.optim.layer_decay ** (top - depth)  # head 1.0, each layer below * decay
+        decay = [p for n, p in params if p.ndim > 1]
+        no_decay = [p for n, p in params if p.ndim <= 1]  # biases, LayerNorm/BatchNorm weights
+        for plist, wd in ((decay, config.optim.weight_decay), (no_decay, 0.0)):
+            if plist:
+                out.append(
+                    {"params": plist, "weight_decay": wd, "lr": config.optim.lr * scale,
+                     "lr_scale": scale, "group": name}
+                )  # fmt: skip
+    return out
+
+
+def total_steps(config: Config, n_train: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps)."""
+    batches = math.ceil(n_train / config.train.batch_size)
+    per_epoch = math.ceil(batches / config.train.grad_accum)
+    total = per_epoch * config.train.epochs
+    if config.train.max_steps is not None:
+        total = min(total, config.train.max_steps)
+    return per_epoch, total
+
+
+def lowest_trainable(config: Config, n_groups: int, step: int) -> int:
+    """Index of the lowest trainable layer group at `step` (0 = embeddings, last = head).
+
+    `train.freeze_layers=k` freezes the embeddings and the first k layers for the whole run;
+    `train.unfreeze_every=N` starts with only the head trainable and unfreezes one more group,
+    top down, every N steps (ULMFiT's gradual unfreezing), never below the frozen ones.
+    """
+    t = config.train
+    base = t.freeze_layers + 1 if t.freeze_layers else (1 if t.freeze_embeddings else 0)
+    if t.unfreeze_every:
+        return max(base, n_groups - 1 - step // t.unfreeze_every)
+    return base
+
+
+def _check_layers(config: Config, model: torch.nn.Module) -> None:
+    n_layers = len(layer_groups(model)) - 2
+    if config.train.freeze_layers > n_layers:
+        raise XpError(
+            f"train.freeze_layers={config.train.freeze_layers}: the model has only "
+            f"{n_layers} layers"
+        )
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for classification, mean squared error for regression."""
+    if task == "classification":
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+    return torch.nn.functional.mse_loss(logits.float().squeeze(-1), labels.float())
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, features: dict[str, Any], config: Config, device: torch.device
+) -> dict[str, float]:
+    """Loss and task metrics on one split (model in eval mode: no dropout)."""
+    model.eval()
+    n = len(features["labels"])
+    logits_all, loss_sum = [], 0.0
+    for start in range(0, n, config.eval.batch_size):
+        batch = _to(take(features, slice(start, start + config.eval.batch_size)), device)
+        logits = forward(model, batch)
+        loss_sum += loss_fn(config.task, logits, batch["labels"]).item() * len(batch["labels"])
+        logits_all.append(logits.float().cpu())
+    logits = torch.cat(logits_all)
+    if config.task == "classification":
+        preds = logits.argmax(-1).numpy()
+    else:
+        preds = logits.squeeze(-1).numpy()
+    out = {"loss": loss_sum / n}
+    out.update(task_metrics(config.task, features["labels"].numpy(), preds))
+    return out
+
+
+def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _improved(value: float, best: float | None, metric: str, min_delta: float) -> bool:
+    if best is None:
+        return True
+    if higher_is_better(metric):
+        return value > best + min_delta
+    return value < best - min_delta
+
+
+# -- the job ----------------------------------------------------------------------------------
+def train(
+    config: Config,
+    root: Path,
+    *,
+    overrides: list[str] | None = None,
+    track: bool = True,
+    resume: str | None = None,
+    events: Events = _no_events,
+) -> Result:
+    """Run one fine-tuning job and record it.
+
+    Args:
+        config: the validated config.
+        root: the repository root (data paths are relative to it).
+        overrides: the `key=value` overrides the user gave (recorded in `xp.command`).
+        track: False for the null tracker (`--no-track`).
+        resume: run id of a killed run to continue in place.
+        events: callback for progress (`start`, `step`, `eval`, `end`); the CLI draws it.
+
+    Returns:
+        The outcome, final metrics and run id.
+
+    Raises:
+        XpError: missing data, a bad model name, an unknown resume id.
+    """
+    # ---- setup: everything that can fail for a user reason fails before the run exists
+    seeds = derive_seeds(config.seed.master, config.seed.model_dump(exclude={"master"}))
+    t = config.train
+    device = pick_device(t.device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    set_deterministic(t.deterministic)
+    model, tokenizer, source = build_model(config, root, seeds["init"])
+    _check_layers(config, model)
+    model.to(device)
+    prov = record.gather(config, root, (source["kind"], source["location"]), device_label(device))
+    splits = load_splits(config, root)
+    feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
+
+    command = record.command_for(config.project, overrides or [])
+    tags = record.tags_for(config, prov, t.deterministic, command)
+    tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
+    tracker = start_tracker(track, config.project, root, resume_run_id=resume, tags=tags)
+    try:
+        if not resume:
+            record.write(tracker, config, seeds, prov)
+        events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
+        return _fit(config, root, model, tokenizer, feats, splits, seeds, device, tracker,
+                    resume is not None, events)  # fmt: skip
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was logged
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.set_tags({"xp.outcome": "failed"})
+        tracker.end("FAILED")
+        raise
+
+
+def _fit(
+    config: Config,
+    root: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    feats: dict[str, dict[str, Any]],
+    splits: dict[str, Any],
+    seeds: dict[str, int],
+    device: torch.device,
+    tracker: Tracker,
+    resuming: bool,
+    events: Events,
+) -> Result:
+    t, ev = config.train, config.eval
+    work = scratch_dir(root, tracker.run_id) / "checkpoints"
+    best_dir, last_dir = work / "best", work / "last"
+    groups = layer_groups(model)
+    optimizer = torch.optim.AdamW(
+        param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas,
+        eps=config.optim.eps,
+    )  # fmt: skip
+    per_epoch, total = total_steps(config, len(splits["train"]))
+    from transformers.optimization import get_scheduler
+
+    schedule_name = {"constant": "constant_with_warmup"}.get(
+        config.schedule.decay, config.schedule.decay
+    )
+    scheduler = get_scheduler(
+        schedule_name, optimizer, num_warmup_steps=int(config.schedule.warmup * total),
+        num_training_steps=total,
+    )  # fmt: skip
+    use_amp = device.type == "cuda" and t.precision != "fp32"
+    amp_dtype = torch.bfloat16 if t.precision == "bf16" else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and t.precision == "fp16")
+
+    # position and early-stopping state; a resumed run takes them from its last checkpoint
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "next_batch": 0, "best_value": None,
+                             "best_step": None, "best_val": {}, "bad_evals": 0}  # fmt: skip
+    torch.manual_seed(seeds["dropout"])  # from here on the global RNG only feeds dropout
+    if resuming:
+        if not checkpoint.exists(last_dir):
+            tracker.download_artifacts("checkpoints", work.parent)
+        for d in (best_dir, last_dir):
+            if not checkpoint.exists(d):
+                raise XpError(f"run {tracker.run_id} has no {d.name} checkpoint to resume from")
+        saved = checkpoint.load_state(last_dir)
+        checkpoint.load_weights(last_dir, model)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        set_rng_state(saved["rng"])
+        state.update(saved["position"])
+        tracker.set_tags({"xp.resumed_at_step": str(state["step"])})
+
+    def snapshot(directory: Path) -> None:
+        checkpoint.save(directory, model, {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(), "position": dict(state),
+        })  # fmt: skip
+
+    metric = ev.metric
+    n_train = len(feats["train"]["labels"])
+    bs, accum = t.batch_size, t.grad_accum
+    events("fit", {"total": total, "step": state["step"]})
+    outcome, message = "ok", ""
+    trainable_from = None
+    with _StopFlag() as stop:
+        while state["step"] < total and outcome == "ok":
+            order = epoch_order(seeds["data_order"], state["epoch"], n_train)
+            batches = [order[i : i + bs] for i in range(0, n_train, bs)]
+            for first in range(state["next_batch"], len(batches), accum):
+                step = state["step"]
+                lowest = lowest_trainable(config, len(groups), step)
+                if lowest != trainable_from:  # (un)freeze only when the schedule moves
+                    for depth, (_, params) in enumerate(groups):
+                        for _, p in params:
+                            p.requires_grad_(depth >= lowest)
+                    trainable_from = lowest
+                model.train()
+                micro = batches[first : first + accum]
+                n_micro = sum(len(idx) for idx in micro)
+                loss_value = 0.0
+                for idx in micro:
+                    batch = _to(take(feats["train"], torch.as_tensor(idx)), device)
+                    ctx = torch.autocast("cuda", amp_dtype) if use_amp else nullcontext()
+                    with ctx:
+                        logits = forward(model, batch)
+                    loss = loss_fn(config.task, logits, batch["labels"]) * (len(idx) / n_micro)
+                    scaler.scale(loss).backward()
+                    loss_value += loss.item()
+                if not math.isfinite(loss_value):
+                    outcome, message = "failed", f"loss became {loss_value} at step {step + 1}"
+                    break
+                scaler.unscale_(optimizer)
+                trainable = [p for p in model.parameters() if p.grad is not None]
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.clip_norm or math.inf)
+                scaler.step(optimizer)
+                scaler.update()
+                lr = max(g["lr"] for g in optimizer.param_groups)
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] = step = step + 1
+                state["next_batch"] = first + accum
+                if state["next_batch"] >= len(batches):
+                    state["epoch"], state["next_batch"] = state["epoch"] + 1, 0
+                tracker.log_metrics(
+                    {"train/loss": loss_value, "train/lr": lr, "train/grad_norm": float(grad_norm)},
+                    step,
+                )
+                events("step", {"step": step, "total": total, "loss": loss_value})
+
+                end_of_epoch = state["next_batch"] == 0
+                due = step % ev.every == 0 if ev.every else end_of_epoch
+                if due or step == total:
+                    val = evaluate(model, feats["validation"], config, device)
+                    tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step)
+                    events("eval", {"step": step, "metrics": val})
+                    if _improved(val[metric], state["best_value"], metric, ev.min_delta):
+                        state.update(best_value=val[metric], best_step=step, best_val=val,
+                                     bad_evals=0)  # fmt: skip
+                        snapshot(best_dir)
+                    else:
+                        state["bad_evals"] += 1
+                        if ev.patience and state["bad_evals"] >= ev.patience:
+                            outcome = "early_stopped"
+                            break
+                if t.checkpoint_every and step % t.checkpoint_every == 0:
+                    snapshot(last_dir)
+                    tracker.log_artifacts(last_dir, "checkpoints/last")
+                if stop.signal is not None or step >= total:
+                    break
+                if state["next_batch"] == 0:
+                    break  # next epoch: new order
+            if stop.signal is not None:
+                break
+    snapshot(last_dir)
+
+    if stop.signal is not None and outcome == "ok" and state["step"] < total:
+        # killed: keep everything needed to resume, mark the run KILLED
+        tracker.log_artifacts(last_dir, "checkpoints/last")
+        if checkpoint.exists(best_dir):
+            tracker.log_artifacts(best_dir, "checkpoints/best")
+        tracker.end("KILLED")
+        name = signal.Signals(stop.signal).name
+        return Result(tracker.run_id, "killed", "KILLED", f"stopped by {name} at step "
+                      f"{state['step']}/{total}; resume with --resume {tracker.run_id}",
+                      steps=state["step"], signal=name)  # fmt: skip
+
+    return _finish(config, model, tokenizer, feats, splits, device, tracker, state, outcome,
+                   message, best_dir, last_dir)  # fmt: skip
+
+
+def _finish(
+    config: Config,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    feats: dict[str, dict[str, Any]],
+    splits: dict[str, Any],
+    device: torch.device,
+    tracker: Tracker,
+    state: dict[str, Any],
+    outcome: str,
+    message: str,
+    best_dir: Path,
+    last_dir: Path,
+) -> Result:
+    """Test the best checkpoint, compare with the trivial baseline, log the model, close."""
+    tracker.log_artifacts(last_dir, "checkpoints/last")
+    if outcome == "failed":  # diverged: no model worth testing
+        tracker.set_tags({"xp.outcome": "failed", "xp.failure": message})
+        tracker.end("FAILED")
+        return Result(tracker.run_id, "failed", "FAILED", message, steps=state["step"])
+
+    checkpoint.load_weights(best_dir, model)
+    tracker.log_artifacts(best_dir, "checkpoints/best")
+    test = evaluate(model, feats["test"], config, device)
+    metric = config.eval.metric
+    baseline = trivial_baseline(
+        config.task, splits["train"].targets, splits["test"].targets, config.model.num_labels
+    )
+    final = {f"test/{k}": v for k, v in test.items()}
+    final.update({f"best/val/{k}": v for k, v in state["best_val"].items()})
+    final.update({f"baseline/test/{k}": v for k, v in baseline.items()})
+    tracker.log_metrics(final, state["step"])
+    primary = metric if metric in baseline else metrics_for(config.task)[-1]
+    if not _improved(test[primary], baseline[primary], primary, 0.0):
+        outcome = "failed"
+        message = (
+            f"test/{primary}={test[primary]:.4f} is no better than the trivial baseline "
+            f"({baseline[primary]:.4f})"
+        )
+    _log_model(tracker, model, tokenizer, config, splits, device)
+    status = "FAILED" if outcome == "failed" else "FINISHED"
+    tags = {"xp.outcome": outcome, "xp.best_step": str(state["best_step"])}
+    if message:
+        tags["xp.failure"] = message
+    tracker.set_tags(tags)
+    tracker.end(status)
+    return Result(tracker.run_id, outcome, status, message, test=test,
+                  best_val=state["best_val"], baseline=baseline, steps=state["step"])  # fmt: skip
+
+
+def _log_model(
+    tracker: Tracker,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: Config,
+    splits: dict[str, Any],
+    device: torch.device,
+) -> None:
+    if not tracker.enabled:
+        return
+    model.to("cpu").eval()
+    if tokenizer is not None:
+        task = "text-classification"
+        tracker.log_model({"model": model, "tokenizer": tokenizer}, "transformers", task=task)
+        return
+    example = np.asarray(splits["test"].inputs[:2], dtype=np.float32)
+    tracker.log_model(model, "pytorch", input_example=example)
