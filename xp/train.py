@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ class Result:
     baseline: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     signal: str = ""  # SIGINT / SIGTERM for a killed run
+    fit_seconds: float = 0.0  # wall time of the training loop alone (benchmarks compare this)
 
 
 Events = Callable[[str, dict[str, Any]], None]
@@ -316,6 +318,7 @@ def _fit(
     events("fit", {"total": total, "step": state["step"]})
     outcome, message = "ok", ""
     trainable_from = None
+    started = time.perf_counter()
     with _StopFlag() as stop:
         while state["step"] < total and outcome == "ok":
             order = epoch_order(seeds["data_order"], state["epoch"], n_train)
@@ -385,6 +388,8 @@ def _fit(
                     break  # next epoch: new order
             if stop.signal is not None:
                 break
+    tracker.flush()  # metrics are in the store before the loop's time is taken
+    fit_seconds = time.perf_counter() - started
     snapshot(last_dir)
 
     if stop.signal is not None and outcome == "ok" and state["step"] < total:
@@ -396,10 +401,12 @@ def _fit(
         name = signal.Signals(stop.signal).name
         return Result(tracker.run_id, "killed", "KILLED", f"stopped by {name} at step "
                       f"{state['step']}/{total}; resume with --resume {tracker.run_id}",
-                      steps=state["step"], signal=name)  # fmt: skip
+                      steps=state["step"], signal=name, fit_seconds=fit_seconds)  # fmt: skip
 
-    return _finish(config, model, tokenizer, feats, splits, device, tracker, state, outcome,
-                   message, best_dir, last_dir)  # fmt: skip
+    result = _finish(config, model, tokenizer, feats, splits, device, tracker, state, outcome,
+                     message, best_dir, last_dir)  # fmt: skip
+    result.fit_seconds = fit_seconds
+    return result
 
 
 def _finish(

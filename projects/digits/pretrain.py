@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from xp.models import new_cnn, save_cnn
+from xp.cnn import new_cnn, save_cnn
 
 OUT = Path("models/digits_pretrained")
 SEED, EPOCHS, BATCH, LR = 0, 30, 64, 2e-3

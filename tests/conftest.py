@@ -1,0 +1,98 @@
+"""Shared fixtures: a throw-away copy of this repository (git + DVC, data built by `dvc repro`),
+a private tracking store per test, and a tiny BERT.
+
+End-to-end tests drive the real `mlflow run`, `dvc repro` and `xp` commands inside the copy, so
+they see exactly what a user's clone sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MAIN = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv running the tests: xp, mlflow, dvc live here
+
+# seconds-long digits runs: 3 epochs of 10 steps, evaluated every 5 steps
+FAST_DIGITS = ["train.epochs=3", "eval.every=5", "eval.patience=null"]
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, **kw):
+    """Run a command with the venv first on PATH; returns CompletedProcess (text)."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", *args], repo).stdout.strip()
+
+
+def _source_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=MAIN, capture_output=True,
+        text=True, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    return [f for f in out if f and (MAIN / f).is_file()]
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """A git repo holding this project's files, with digits and vader data built by `dvc repro`."""
+    repo = tmp_path_factory.mktemp("userrepo") / "repo"
+    for rel in _source_files():
+        dst = repo / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(MAIN / rel, dst)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "xp tests")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "initial")
+    run(["dvc", "repro", "-q"], repo)
+    status = git(repo, "status", "--porcelain")
+    assert status == "", f"dvc repro changed tracked files (dvc.lock not reproducible?):\n{status}"
+    return repo
+
+
+@pytest.fixture
+def repo(built_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of the built repo (tests may dirty it) with its own tracking store."""
+    dst = tmp_path / "repo"
+    shutil.copytree(built_repo, dst, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
+    return dst
+
+
+@pytest.fixture(autouse=True)
+def _private_store(monkeypatch, tmp_path):
+    """Each test gets its own store; nothing leaks into the developer's mlflow.db."""
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    from xp.models import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tinybert") / "model")
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_active_run():
+    """A failing test must not leave an MLflow run active for the next one."""
+    yield
+    import mlflow
+
+    while mlflow.active_run() is not None:
+        mlflow.end_run("FAILED")

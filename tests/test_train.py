@@ -1,0 +1,185 @@
+"""The trainer, in-process on the digits project and a tiny BERT."""
+
+import io
+import os
+import signal
+import zipfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import FAST_DIGITS
+from xp.config import load_config
+from xp.models import new_cnn
+from xp.train import lowest_trainable, param_groups, total_steps, train
+
+
+def cfg(repo: Path, *overrides: str, project: str = "digits"):
+    return load_config(project, [*FAST_DIGITS, *overrides], repo / "projects")
+
+
+def test_param_groups_skip_decay_on_biases_and_scale_lr_by_depth(repo):
+    config = cfg(repo, "optim.layer_decay=0.5", "optim.weight_decay=0.1")
+    groups = param_groups(new_cnn(5), config)
+    for g in groups:
+        assert all((p.ndim > 1) == (g["weight_decay"] == 0.1) for p in g["params"])
+    lr = {g["group"]: g["lr"] for g in groups}
+    assert lr["head"] == pytest.approx(1e-3)
+    assert lr["layer.2"] == pytest.approx(5e-4)
+    assert lr["embeddings"] == pytest.approx(1e-3 * 0.5**4)
+
+
+def test_total_steps_counts_optimizer_steps(repo):
+    assert total_steps(cfg(repo, "train.batch_size=32"), 300) == (10, 30)
+    assert total_steps(cfg(repo, "train.batch_size=32", "train.grad_accum=3"), 300) == (4, 12)
+    assert total_steps(cfg(repo, "train.max_steps=7"), 300) == (10, 7)
+
+
+def test_freezing_and_gradual_unfreezing_schedule(repo):
+    groups = 5  # embeddings, 3 layers, head
+    assert lowest_trainable(cfg(repo), groups, 0) == 0
+    assert lowest_trainable(cfg(repo, "train.freeze_embeddings=true"), groups, 0) == 1
+    assert lowest_trainable(cfg(repo, "train.freeze_layers=2"), groups, 99) == 3
+    gradual = cfg(repo, "train.unfreeze_every=4")
+    assert [lowest_trainable(gradual, groups, s) for s in (0, 3, 4, 8, 12, 16, 40)] == [
+        4, 4, 3, 2, 1, 0, 0,
+    ]  # fmt: skip
+    both = cfg(repo, "train.unfreeze_every=4", "train.freeze_layers=1")
+    assert lowest_trainable(both, groups, 40) == 2
+
+
+def test_untracked_digits_run_learns(repo):
+    result = train(cfg(repo), repo, track=False)
+    assert result.outcome == "ok" and result.steps == 30
+    assert result.test["f1"] > result.baseline["f1"] + 0.3
+
+
+def test_frozen_layers_keep_their_pretrained_weights(repo):
+    result = train(cfg(repo, "train.freeze_layers=2"), repo, track=False)
+    pre = load_file(repo / "models/digits_pretrained/model.safetensors")
+    last = load_file(repo / ".xp/runs" / result.run_id / "checkpoints/last/model.safetensors")
+    for name in ("stem.0.weight", "layers.0.0.weight", "layers.1.0.bias"):
+        assert torch.equal(pre[name], last[name]), name
+    assert not torch.equal(pre["layers.2.0.weight"], last["layers.2.0.weight"])
+
+
+def _save_npz(path: Path, X: np.ndarray, y: np.ndarray) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, arr in (("X", X), ("y", y)):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr)
+            zf.writestr(f"{name}.npy", buf.getvalue())
+
+
+def test_nan_loss_fails_the_run_and_says_where(repo):
+    with np.load(repo / "data/digits/train.npz") as z:
+        X, y = z["X"].copy(), z["y"]
+    X[:] = np.nan  # corrupt data: the first step's loss is NaN
+    _save_npz(repo / "data/digits/train_nan.npz", X, y)
+    result = train(cfg(repo, "data.train=data/digits/train_nan.npz"), repo)
+    assert (result.outcome, result.status) == ("failed", "FAILED")
+    assert result.message == "loss became nan at step 1"
+    run = mlflow.get_run(result.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["xp.outcome"] == "failed"
+    assert run.data.tags["xp.data.train.dvc_status"] == "untracked"
+
+
+def test_early_stopping_keeps_the_best_checkpoint(repo):
+    config = cfg(repo, "eval.every=1", "eval.patience=2", "eval.min_delta=10")
+    result = train(config, repo)
+    assert result.outcome == "early_stopped" and result.steps == 3  # best at 1, then 2 misses
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["xp.outcome"] == "early_stopped"
+    assert run.data.tags["xp.best_step"] == "1"
+    assert run.data.metrics["best/val/f1"] == pytest.approx(
+        mlflow.MlflowClient().get_metric_history(result.run_id, "val/f1")[0].value
+    )
+
+
+def test_a_run_no_better_than_the_trivial_baseline_fails(repo):
+    with np.load(repo / "data/digits/test.npz") as z:
+        X, y = z["X"], z["y"]
+    keep = y == 0  # a test set of one class: predicting the majority class is perfect
+    _save_npz(repo / "data/digits/test_one.npz", X[keep], y[keep])
+    with np.load(repo / "data/digits/train.npz") as z:
+        Xt, yt = z["X"], z["y"].copy()
+    yt[: len(yt) * 3 // 4] = 0  # class 0 is the training majority
+    _save_npz(repo / "data/digits/train_skew.npz", Xt, yt)
+    config = cfg(
+        repo, "data.test=data/digits/test_one.npz", "data.train=data/digits/train_skew.npz"
+    )
+    result = train(config, repo)
+    assert result.outcome == "failed"
+    assert "no better than the trivial baseline" in result.message
+    assert mlflow.get_run(result.run_id).data.tags["xp.outcome"] == "failed"
+
+
+def _kill_at(step: int):
+    def events(kind, info):
+        if kind == "step" and info["step"] == step:
+            os.kill(os.getpid(), signal.SIGTERM)  # a real signal, handled by the trainer
+
+    return events
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_result(repo):
+    config = cfg(repo, "train.epochs=4", "eval.every=3")
+    whole = train(config, repo)
+    killed = train(config, repo, events=_kill_at(14))
+    assert (killed.status, killed.signal, killed.steps) == ("KILLED", "SIGTERM", 14)
+    assert mlflow.get_run(killed.run_id).info.status == "KILLED"
+    resumed = train(config, repo, resume=killed.run_id)
+    assert resumed.run_id == killed.run_id and resumed.steps == whole.steps == 40
+    assert resumed.test == whole.test  # digit for digit, not approx
+    assert resumed.best_val == whole.best_val
+    client = mlflow.MlflowClient()
+    for key in ("train/loss", "train/grad_norm", "val/f1", "val/loss"):
+        a = [(m.step, m.value) for m in client.get_metric_history(whole.run_id, key)]
+        b = [(m.step, m.value) for m in client.get_metric_history(killed.run_id, key)]
+        assert sorted(a) == sorted(b), key
+    assert mlflow.get_run(killed.run_id).data.tags["xp.resumed_at_step"] == "14"
+
+
+def test_resume_from_artifacts_when_the_local_scratch_is_gone(repo):
+    import shutil
+
+    config = cfg(repo, "eval.every=3")
+    whole = train(config, repo)
+    killed = train(config, repo, events=_kill_at(8))
+    shutil.rmtree(repo / ".xp" / "runs" / killed.run_id)  # e.g. resumed on another machine
+    resumed = train(config, repo, resume=killed.run_id)
+    assert resumed.test == whole.test
+
+
+def test_text_classification_on_tiny_bert_logs_a_model_that_reads_text(repo, tiny_bert):
+    config = load_config(
+        "vader",
+        [f"model.name={tiny_bert}", "data.train_limit=256", "train.epochs=1", "eval.every=4",
+         "optim.lr=0.001", "train.checkpoint_every=null"],
+        repo / "projects",
+    )  # fmt: skip
+    result = train(config, repo)
+    assert result.status in ("FINISHED", "FAILED") and result.steps == 8
+    assert set(result.test) == {"loss", "accuracy", "precision", "recall", "f1"}
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["xp.model.source"].startswith("path:")
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    preds = model.predict(["wonderful", "horrible"])
+    assert set(preds["label"]) <= {"negative", "neutral", "positive"}
+
+
+def test_regression_on_tiny_bert_reports_mae_and_rmse(repo, tiny_bert):
+    config = load_config(
+        "vader_valence",
+        [f"model.name={tiny_bert}", "data.train_limit=128", "train.epochs=1", "eval.every=2",
+         "optim.lr=0.001", "train.checkpoint_every=null"],
+        repo / "projects",
+    )  # fmt: skip
+    result = train(config, repo, track=False)
+    assert set(result.test) == {"loss", "mae", "rmse"}
+    assert result.test["rmse"] >= result.test["mae"] > 0
