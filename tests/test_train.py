@@ -90,12 +90,12 @@ def test_nan_loss_fails_the_run_and_says_where(repo):
 
 
 def test_early_stopping_keeps_the_best_checkpoint(repo):
-    config = cfg(repo, "eval.every=1", "eval.patience=2", "eval.min_delta=10")
+    config = cfg(repo, "train.epochs=5", "eval.every=10", "eval.patience=2", "eval.min_delta=10")
     result = train(config, repo)
-    assert result.outcome == "early_stopped" and result.steps == 3  # best at 1, then 2 misses
+    assert result.outcome == "early_stopped" and result.steps == 30  # best at 10, 2 misses
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["xp.outcome"] == "early_stopped"
-    assert run.data.tags["xp.best_step"] == "1"
+    assert run.data.tags["xp.best_step"] == "10"
     assert run.data.metrics["best/val/f1"] == pytest.approx(
         mlflow.MlflowClient().get_metric_history(result.run_id, "val/f1")[0].value
     )

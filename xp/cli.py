@@ -21,8 +21,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # never break a run id or a path across lines
+err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -185,10 +185,22 @@ def _print_result(result) -> None:
         out.print(f"[green]{result.outcome}[/] run {result.run_id}", highlight=False)
 
 
+def _quiet_libraries() -> None:
+    """Keep library chatter (store creation, model cards, progress bars) off the user's screen."""
+    import logging
+
+    for name in ("mlflow", "alembic", "transformers", "dvc", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.ERROR)  # "Creating tables..."
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # "no model card on the hub"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main() -> None:
     """Console-script entry point."""
+    _quiet_libraries()
     app(prog_name="xp")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # `python -m xp.cli`, as MLproject runs it
     sys.exit(main())
