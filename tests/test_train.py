@@ -156,6 +156,20 @@ def test_resume_from_artifacts_when_the_local_scratch_is_gone(repo):
     assert resumed.test == whole.test
 
 
+def test_resume_refuses_other_code_or_data(repo):
+    from tests.conftest import git
+    from xp import XpError
+
+    config = cfg(repo, "eval.every=3")
+    killed = train(config, repo, events=_kill_at(4))
+    (repo / "NOTES.md").write_text("a new commit\n")
+    git(repo, "add", "NOTES.md")
+    git(repo, "commit", "-qm", "change")
+    with pytest.raises(XpError, match=f"cannot resume run {killed.run_id}: xp.git.commit was "):
+        train(config, repo, resume=killed.run_id)
+    assert mlflow.get_run(killed.run_id).info.status == "KILLED"  # left as it was
+
+
 def test_text_classification_on_tiny_bert_logs_a_model_that_reads_text(repo, tiny_bert):
     config = load_config(
         "vader",

@@ -329,6 +329,22 @@ def start_tracker(
     return tracker
 
 
+def run_tags(run_id: str) -> dict[str, str]:
+    """The tags of a recorded run.
+
+    Raises:
+        TrackingError: unknown run id.
+    """
+    import mlflow
+
+    try:
+        return mlflow.MlflowClient().get_run(run_id).data.tags
+    except Exception:
+        raise TrackingError(
+            f"unknown run id {run_id!r} in {os.environ.get('MLFLOW_TRACKING_URI')}"
+        ) from None
+
+
 def recorded_text(run_id: str, artifact_file: str) -> str:
     """A text artifact of a recorded run (e.g. its `config.yaml`).
 

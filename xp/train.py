@@ -236,6 +236,10 @@ def train(
     command = record.command_for(config.project, overrides or [])
     tags = record.tags_for(config, prov, t.deterministic, command)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
+    if resume:
+        if not track:
+            raise XpError("--resume needs tracking: the run to continue lives in the store")
+        tags = _check_resumable(resume, tags, root)
     tracker = start_tracker(track, config.project, root, resume_run_id=resume, tags=tags)
     try:
         if not resume:
@@ -250,6 +254,27 @@ def train(
         tracker.set_tags({"xp.outcome": "failed"})
         tracker.end("FAILED")
         raise
+
+
+def _check_resumable(run_id: str, tags: dict[str, str], root: Path) -> dict[str, str]:
+    """Refuse to resume on other code or data: the run would no longer be one run.
+
+    Returns:
+        The tags to set on the reopened run: none of its provenance is overwritten.
+    """
+    from xp.track import configure_store, run_tags
+
+    configure_store(root)
+    recorded = run_tags(run_id)
+    keys = ["xp.config_hash", "xp.git.commit"] + [k for k in tags if k.endswith(".md5")]
+    changed = [k for k in keys if k in recorded and recorded[k] != tags.get(k)]
+    if changed:
+        k = changed[0]
+        raise XpError(
+            f"cannot resume run {run_id}: {k} was {recorded[k]}, is now {tags.get(k)}; "
+            "restore that code and data (git checkout, dvc checkout) or start a new run"
+        )
+    return {}
 
 
 def _fit(

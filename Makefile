@@ -1,0 +1,43 @@
+# xp: the two commands a user needs are `make demo` and `make test` (see README).
+# Both create .venv on first use and are idempotent.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+# Extra pip arguments for torch, e.g. a CPU-only wheel index on a machine with no GPU that has no
+# local CPU wheel. With no GPU here, `pip install torch==2.13.0` finds the CPU build on disk.
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install data lint clean-store
+
+install: $(STAMP)
+
+# torch first and pinned: asked for unpinned (by us or a dependency) pip would pull a CUDA build
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/dvc config core.analytics false
+	touch $(STAMP)
+
+data: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+demo: data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train digits seed=1
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e train -P project=digits -P seed=2 --env-manager local --experiment-name digits
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader seed=1
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader_valence seed=1
+	@echo
+	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in mlruns/). To look at them:"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db    # then open http://127.0.0.1:5000"
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check xp tests projects benchmarks
+	$(BIN)/ruff format --check xp tests projects benchmarks
