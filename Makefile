@@ -26,11 +26,19 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# Two configurations a user would really compare on digits, 5 seeds each: a frozen backbone
+# (only the head trains) as the baseline, and a full fine-tune with layer-wise LR decay.
+FROZEN := train.freeze_layers=3
+FULL_LLRD := optim.layer_decay=0.7
+
 demo: data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train digits seed=1
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e train -P project=digits -P seed=2 --env-manager local --experiment-name digits
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader seed=1
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader_valence seed=1
+	@export PATH="$(CURDIR)/$(BIN):$$PATH" NO_COLOR=1 && \
+	  base=$$(xp repeat digits $(FROZEN) --seeds 5 --jobs 2 | tee /dev/stderr | awk '/^repeat run /{id=$$3} END{print id}') && \
+	  xp repeat digits $(FULL_LLRD) --seeds 5 --jobs 2 --baseline $$base
 	@echo
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in mlruns/). To look at them:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db    # then open http://127.0.0.1:5000"

@@ -1,6 +1,7 @@
 """What does tracking cost? xp's MLflow tracking vs its null tracker, and vs HF Trainer + MLflow.
 
-Run from the repo root (no GPU needed; about 5-10 minutes by default, ~1 minute with --quick):
+Run from the repo root (no GPU needed; on 2 CPU cores about 5 minutes by default, 1 with --quick,
+10 with --repeats 8):
 
     .venv/bin/python benchmarks/tracking_overhead.py [--repeats N] [--threads T] [--quick]
 
@@ -24,7 +25,8 @@ a short summary on stderr):
 
 - `*.arms.<arm>.median_s` is the median over `--repeats` timed repetitions; `runs_s` lists them
   all. The arms of one repetition run back to back, in alternating order (ABBA...), after one
-  untimed warm-up of every arm, so drift from other processes on the machine hits all arms alike.
+  untimed full-length warm-up of every arm (the first runs in a process are slower), so drift
+  from other processes on the machine hits all arms alike.
 - `ratios["xp_tracked/xp_untracked"]` is the product promise: with a metric logged every step,
   tracking costs at most 5% wall time (ratio <= 1.05). `overhead_ms_per_step` is the same
   difference spread over the optimizer steps.
@@ -33,13 +35,27 @@ a short summary on stderr):
   xp's whole loop (clipping, scheduling, the per-step `.item()`, tracking) against the floor.
 - `paired_ratios` are medians of per-round ratios (the two arms ran seconds apart); when they
   disagree with the ratios of medians, the machine was not quiet and neither figure is firm.
+- `outcomes` of the xp arms: the random tiny BERT does not beat the majority-class baseline in a
+  few hundred steps, so xp marks those runs `failed`; that verdict comes after the timed loop.
 - `metric_points` counts what actually reached the store in one tracked run, per metric key, so a
   fast arm cannot be fast by dropping metrics.
 
 A figure is only as good as the machine was quiet: with `spread` (max/min of an arm's runs) well
-above 1.1, re-run with more repeats. Everything MLflow writes goes to a temporary SQLite store and
-artifact folder, never the user's `mlflow.db`; the script deletes them (and the `.xp/runs` scratch
-folders of its digits runs) at the end. It measures and reports; it asserts nothing.
+above 1.1, re-run with more repeats. On a small shared VM the speed of the same loop can drift by
+20% or more from one run to the next, so 3 repeats cannot resolve a 5% difference; trust the
+paired ratios and use `--repeats 8` for a firm answer. Both tracked arms write to the same
+temporary SQLite store, which xp puts in WAL mode (the Trainer arm profits from that too).
+
+`--threads` (default 1) is the torch thread count of every arm. With 1, the second core is free
+for whatever tracking runs beside the loop; `--threads 2` (all cores, what a config with
+`train.threads: null` gets) shows what that background work costs when it has to share.
+
+`--quick` is a smoke run: its loops last a second or two, so anything a tracked run pays once
+before its metrics can land (e.g. starting a writer) weighs far more there than in real runs.
+
+Everything MLflow writes goes to a temporary SQLite store and artifact folder, never the user's
+`mlflow.db`; the script deletes them (and the `.xp/runs` scratch folders of its digits runs) at
+the end. It measures and reports; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -77,7 +93,7 @@ BERT_BATCH = 32
 BERT_MAX_LENGTH = 16
 BERT_VAL_ROWS = 256  # xp evaluates once at the last step; a small split keeps that out of the way
 
-# steps per arm: long enough that per-run noise (~0.1 s) is small against the loop
+# steps per arm: long enough that one-off costs are small against the loop (seconds, not ms)
 DEFAULT = {"digits_epochs": 60, "digits_eval_every": 50, "bert_steps": 400}  # 600 + 400 steps
 QUICK = {"digits_epochs": 15, "digits_eval_every": 50, "bert_steps": 100}  # 150 + 100 steps
 
@@ -116,7 +132,7 @@ def pkg_version(name: str) -> str | None:
 
 
 # -- timing harness -------------------------------------------------------------------------------
-Arm = Callable[[bool], dict[str, Any]]  # (warmup) -> {"seconds": ..., other facts}
+Arm = Callable[[], dict[str, Any]]  # one run -> {"seconds": ..., other facts}
 
 
 def measure(arms: dict[str, Arm], repeats: int, threads: int) -> dict[str, dict[str, Any]]:
@@ -131,13 +147,13 @@ def measure(arms: dict[str, Arm], repeats: int, threads: int) -> dict[str, dict[
     for name in names:
         torch.set_num_threads(threads)  # any library may have changed it; every arm starts equal
         log(f"  warm-up {name} ...")
-        arms[name](True)
+        arms[name]()
     out: dict[str, dict[str, Any]] = {n: {"runs_s": [], "facts": []} for n in names}
     for r in range(repeats):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             torch.set_num_threads(threads)
-            facts = arms[name](False)
+            facts = arms[name]()
             facts["threads_seen"] = torch.get_num_threads()
             out[name]["runs_s"].append(facts.pop("seconds"))
             out[name]["facts"].append(facts)
@@ -178,19 +194,17 @@ def per_step_keys(points: dict[str, int], steps: int) -> list[str]:
 
 
 # -- xp arms --------------------------------------------------------------------------------------
-def xp_arm(project: str, root: Path, overrides: list[str], warmup_overrides: list[str],
-           track: bool, made: list[str]) -> Arm:  # fmt: skip
+def xp_arm(project: str, root: Path, overrides: list[str], track: bool, made: list[str]) -> Arm:
     """One arm that runs `xp.train.train` and reports `Result.fit_seconds`."""
     from xp.config import load_config
     from xp.train import train
 
     cfg = load_config(project, overrides, root / "projects")
-    warm_cfg = load_config(project, overrides + warmup_overrides, root / "projects")
 
-    def run(warmup: bool) -> dict[str, Any]:
+    def run() -> dict[str, Any]:
         started = time.perf_counter()
         with env(MLFLOW_EXPERIMENT_NAME=XP_EXPERIMENT, MLFLOW_EXPERIMENT_ID=None):
-            result = train(warm_cfg if warmup else cfg, root, track=track)
+            result = train(cfg, root, track=track)
         made.append(result.run_id)
         return {"seconds": result.fit_seconds, "call_s": time.perf_counter() - started,
                 "steps": result.steps, "run_id": result.run_id if track else None,
@@ -214,22 +228,23 @@ def bench_digits(repeats: int, threads: int, sizes: dict[str, int]) -> dict[str,
         "eval.patience=null",  # no early stop: every run does all its steps
         f"train.threads={threads}", "train.device=cpu",
     ]  # fmt: skip
-    warmup = ["train.epochs=2"]
     made: list[str] = []
     arms = {
-        "xp_untracked": xp_arm("digits", REPO, overrides, warmup, False, made),
-        "xp_tracked": xp_arm("digits", REPO, overrides, warmup, True, made),
+        "xp_untracked": xp_arm("digits", REPO, overrides, False, made),
+        "xp_tracked": xp_arm("digits", REPO, overrides, True, made),
     }
     try:
         res = measure(arms, repeats, threads)
     finally:
         cleanup_scratch(REPO, made)
+    from xp.config import load_config
+
     steps = res["xp_tracked"]["facts"][0]["steps"]
     points = metric_points(res["xp_tracked"]["facts"][0]["run_id"])
     return {
         "overrides": overrides,
         "steps": steps,
-        "batch_size": 32,
+        "batch_size": load_config("digits", overrides, REPO / "projects").train.batch_size,
         "metrics_per_step": len(per_step_keys(points, steps)),
         "metric_points": points,
         "arms": _arms_json(res),
@@ -333,13 +348,12 @@ def fresh_bert(root: Path) -> Any:
     )
 
 
-def bare_arm(root: Path, feats: dict[str, Any], steps: int, warm_steps: int) -> Arm:
+def bare_arm(root: Path, feats: dict[str, Any], steps: int) -> Arm:
     """The floor: AdamW, forward, backward, step; no clipping, schedule, sync or logging."""
     import numpy as np
     import torch
 
-    def run(warmup: bool) -> dict[str, Any]:
-        n_steps = warm_steps if warmup else steps
+    def run() -> dict[str, Any]:
         model = fresh_bert(root)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=BERT_LR, weight_decay=BERT_WEIGHT_DECAY)
@@ -347,7 +361,7 @@ def bare_arm(root: Path, feats: dict[str, Any], steps: int, warm_steps: int) -> 
         rng = np.random.default_rng(SEED)
         done = 0
         started = time.perf_counter()
-        while done < n_steps:
+        while done < steps:
             order = torch.as_tensor(rng.permutation(n))
             for first in range(0, n, BERT_BATCH):
                 batch = {k: v[order[first : first + BERT_BATCH]] for k, v in feats.items()}
@@ -356,7 +370,7 @@ def bare_arm(root: Path, feats: dict[str, Any], steps: int, warm_steps: int) -> 
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 done += 1
-                if done >= n_steps:
+                if done >= steps:
                     break
         return {"seconds": time.perf_counter() - started, "steps": done}
 
@@ -376,25 +390,23 @@ class _Rows:
         return {k: v[i] for k, v in self.feats.items()}
 
 
-def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, warm_steps: int,
-           report_to: list[str], runs: list[str]) -> Arm:  # fmt: skip
+def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, report_to: list[str]) -> Arm:
     """HF Trainer, logging every step; `report_to=["mlflow"]` adds its MLflowCallback."""
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     dataset = _Rows(feats)
 
-    def run(warmup: bool) -> dict[str, Any]:
+    def run() -> dict[str, Any]:
         import mlflow
 
-        n_steps = warm_steps if warmup else steps
         args = TrainingArguments(
             output_dir=str(tmp / "hf-out"),
-            max_steps=n_steps,
+            max_steps=steps,
             per_device_train_batch_size=BERT_BATCH,
             learning_rate=BERT_LR,
             weight_decay=BERT_WEIGHT_DECAY,
-            warmup_steps=int(BERT_WARMUP * n_steps),
+            warmup_steps=int(BERT_WARMUP * steps),
             lr_scheduler_type="linear",
             max_grad_norm=1.0,
             optim="adamw_torch",  # the same torch.optim.AdamW as xp and the bare loop
@@ -422,7 +434,6 @@ def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, warm_steps:
         if report_to:
             last = mlflow.last_active_run()
             run_id = last.info.run_id if last else None
-            runs.append(run_id)
         return {"seconds": seconds, "steps": out.global_step, "run_id": run_id}
 
     return run
@@ -433,16 +444,13 @@ def bench_bert(tmp: Path, repeats: int, threads: int, steps: int) -> dict[str, A
     log("  writing the tiny BERT and its project ...")
     root = make_bert_root(tmp, steps, threads)
     feats = bert_features(root)
-    warm = max(10, steps // 10)
     made: list[str] = []
-    hf_runs: list[str] = []
-    warm_ovr = [f"train.max_steps={warm}", f"eval.every={warm}"]
     arms = {
-        "bare_loop": bare_arm(root, feats, steps, warm),
-        "xp_untracked": xp_arm("tinybert", root, [], warm_ovr, False, made),
-        "xp_tracked": xp_arm("tinybert", root, [], warm_ovr, True, made),
-        "hf_untracked": hf_arm(root, tmp, feats, steps, warm, [], hf_runs),
-        "hf_mlflow": hf_arm(root, tmp, feats, steps, warm, ["mlflow"], hf_runs),
+        "bare_loop": bare_arm(root, feats, steps),
+        "xp_untracked": xp_arm("tinybert", root, [], False, made),
+        "xp_tracked": xp_arm("tinybert", root, [], True, made),
+        "hf_untracked": hf_arm(root, tmp, feats, steps, []),
+        "hf_mlflow": hf_arm(root, tmp, feats, steps, ["mlflow"]),
     }
     res = measure(arms, repeats, threads)
     xp_run = res["xp_tracked"]["facts"][0]["run_id"]
@@ -488,6 +496,7 @@ def _arms_json(res: dict[str, dict[str, Any]]) -> dict[str, Any]:
                  "threads_seen": sorted({f["threads_seen"] for f in r["facts"]})}  # fmt: skip
         if "call_s" in r["facts"][0]:  # the whole xp train() call: setup, test, model logging
             entry["train_call_median_s"] = statistics.median(f["call_s"] for f in r["facts"])
+            entry["outcomes"] = sorted({f["outcome"] for f in r["facts"]})
         out[name] = entry
     return out
 
@@ -603,7 +612,14 @@ def main(argv: list[str] | None = None) -> int:
                          "against the same run with --no-track",
             "max_ratio": PROMISE_MAX_RATIO,
             "digits_ratio": digits["ratios"]["xp_tracked/xp_untracked"],
+            "digits_paired_ratio": digits["paired_ratios"]["xp_tracked/xp_untracked"],
             "tinybert_ratio": bert["ratios"]["xp_tracked/xp_untracked"],
+            "tinybert_paired_ratio": bert["paired_ratios"]["xp_tracked/xp_untracked"],
+            # a ratio is only resolved to +-5% when the arms' own run-to-run spread is near 1.05
+            "largest_xp_spread": max(
+                r[arm]["spread"] for r in (digits["arms"], bert["arms"])
+                for arm in ("xp_tracked", "xp_untracked")
+            ),
         },
         "env": {
             "python": platform.python_version(),
@@ -631,5 +647,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # needed: xp's metric writer is a spawned process importing this file
     sys.exit(main())

@@ -75,6 +75,8 @@ def test_config_hash_ignores_seeds_but_not_hyperparameters():
     base = config_hash(load_config("digits", [], PROJECTS))
     assert config_hash(load_config("digits", ["seed=2", "seed.init=4"], PROJECTS)) == base
     assert config_hash(load_config("digits", ["optim.lr=0.002"], PROJECTS)) != base
+    execution = ["train.threads=2", "train.device=cpu", "train.checkpoint_every=5"]
+    assert config_hash(load_config("digits", execution, PROJECTS)) == base
 
 
 def test_flatten_uses_dotted_keys_and_schema_seed_names():

@@ -60,3 +60,26 @@ def test_cnn_takes_raw_pixels_in_any_shape():
     x = torch.randint(0, 17, (3, 8, 8)).float()
     assert torch.allclose(model(x), model(x.reshape(3, 64)))
     assert model(x).shape == (3, 5)
+
+
+def test_dropout_override_reaches_every_dropout_layer(tiny_bert):
+    from xp.config import load_config
+    from xp.models import build_model
+
+    projects = Path(__file__).resolve().parents[1] / "projects"
+    config = load_config("vader", [f"model.name={tiny_bert}", "model.dropout=0.3"], projects)
+    model, tokenizer, source = build_model(config, Path("."), seed_init=1)
+    ps = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert ps and all(p == 0.3 for p in ps)
+    assert tokenizer is not None and source["kind"] == "path"
+
+
+def test_a_hub_id_without_network_is_a_clear_error(monkeypatch):
+    from xp.config import load_config
+    from xp.models import build_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    projects = Path(__file__).resolve().parents[1] / "projects"
+    config = load_config("vader", ["model.name=someone/no-such-model"], projects)
+    with pytest.raises(ModelError, match="could not load model 'someone/no-such-model'"):
+        build_model(config, Path("."), seed_init=1)

@@ -17,7 +17,7 @@ import git
 import pytest
 import yaml
 
-from xp import provenance
+from xp import gitstate, provenance
 from xp.provenance import DataMissingError, ProvenanceError
 
 # --------------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_git_info_dirty_diff_reproduces_working_tree(
     (root / "build").mkdir()
     (root / "build" / "out.py").write_text("ignored = True\n")
     (root / "blob.dat").write_bytes(b"\x00\x01binary")
-    (root / "big.txt").write_text("x" * (provenance.MAX_UNTRACKED_FILE_BYTES + 1))
+    (root / "big.txt").write_text("x" * (gitstate.MAX_UNTRACKED_FILE_BYTES + 1))
 
     info = provenance.git_info(root)
 
@@ -177,7 +177,7 @@ def test_git_info_non_utf8_tracked_change_is_appliable(
 def test_git_info_untracked_budget_keeps_shallow_sources(
     committed_repo: git.Repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(provenance, "MAX_UNTRACKED_TOTAL_BYTES", 100)
+    monkeypatch.setattr(gitstate, "MAX_UNTRACKED_TOTAL_BYTES", 100)
     root = Path(committed_repo.working_tree_dir)
     (root / "venv" / "lib").mkdir(parents=True)
     for i in range(5):

@@ -197,3 +197,18 @@ def test_regression_on_tiny_bert_reports_mae_and_rmse(repo, tiny_bert):
     result = train(config, repo, track=False)
     assert set(result.test) == {"loss", "mae", "rmse"}
     assert result.test["rmse"] >= result.test["mae"] > 0
+
+
+def test_gradient_accumulation_matches_the_large_batch(repo):
+    def first_step_weights(*overrides):
+        config = cfg(repo, "train.max_steps=1", "model.dropout=0", "schedule.warmup=0",
+                     "train.clip_norm=null", "train.deterministic=false", *overrides)  # fmt: skip
+        result = train(config, repo, track=False)
+        return load_file(repo / ".xp/runs" / result.run_id / "checkpoints/last/model.safetensors")
+
+    big = first_step_weights("train.batch_size=32")
+    accumulated = first_step_weights("train.batch_size=16", "train.grad_accum=2")
+    small = first_step_weights("train.batch_size=16")
+    for name, w in big.items():
+        assert torch.allclose(w, accumulated[name], atol=1e-6), name
+    assert any(not torch.allclose(w, small[n], atol=1e-6) for n, w in big.items())

@@ -91,11 +91,13 @@ def train(
     project: str = typer.Argument(..., help="A folder under projects/ holding config.yaml."),
     resume: str = typer.Option(None, "--resume", help="Run id of a killed run to continue."),
     no_track: bool = typer.Option(False, "--no-track", help="Record nothing (null tracker)."),
+    group: str = typer.Option(None, "--group", hidden=True, help="Parent repeat run id."),
 ) -> None:
     """Fine-tune one seed of one configuration: `xp train digits seed=2 optim.lr=3e-4`."""
     try:
         overrides, options = split_extra_args(list(ctx.args))
         resume = options.pop("resume", resume)
+        group = options.pop("group", group)
         overrides += [f"{k}={v}" for k, v in options.items()]
         root = _repo_root()
         config = _resolve_config(project, overrides, root, resume)
@@ -105,7 +107,7 @@ def train(
         try:
             result = run_train(
                 config, root, overrides=overrides, track=not no_track, resume=resume,
-                events=progress,
+                group=group, events=progress,
             )  # fmt: skip
         finally:
             progress.close()
@@ -116,6 +118,118 @@ def train(
         raise typer.Exit(EXIT_KILLED.get(result.signal, 130))
     if result.outcome == "failed":
         raise typer.Exit(EXIT_FAILED_RUN)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repeat(
+    ctx: typer.Context,
+    project: str = typer.Argument(..., help="A folder under projects/ holding config.yaml."),
+    seeds: str = typer.Option("5", "--seeds", help="A count (5: seeds 1..5) or a list (1,2,7)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds trained at once."),
+    baseline: str = typer.Option(None, "--baseline", help="A repeat run id, or a number."),
+    metric: str = typer.Option(None, "--metric", help="Default: test/<eval.metric>."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49, help="Significance level."),
+    min_effect: float = typer.Option(0.0, "--min-effect", help="Smallest improvement that counts."),
+) -> None:
+    """Train several seeds of one configuration and say whether the result holds."""
+    try:
+        overrides, options = split_extra_args(list(ctx.args))
+        overrides += [f"{k}={v}" for k, v in options.items()]
+        root = _repo_root()
+        from xp.config import load_config
+        from xp.executor import LocalExecutor
+        from xp.repeat import repeat as run_repeat
+
+        config = load_config(project, overrides, root / "projects")
+        progress = _SeedProgress()
+        try:
+            summary = run_repeat(
+                config, root, overrides=overrides, seeds_spec=seeds,
+                executor=LocalExecutor(jobs, cwd=root), metric=metric, baseline=baseline,
+                alpha=alpha, min_effect=min_effect, on_event=progress, on_parent=progress.parent,
+            )  # fmt: skip
+        finally:
+            progress.close()
+    except KeyboardInterrupt:
+        _fail(
+            "interrupted: killed seeds saved their checkpoints; run the same command to resume", 130
+        )
+    except XpError as e:
+        _fail(str(e))
+    _print_summary(summary)
+
+
+@app.command()
+def report(run_id: str = typer.Argument(..., help="A repeat run id.")) -> None:
+    """Rebuild a repeat's reliability report from the tracking store alone."""
+    try:
+        from xp.repeat import rebuild_report
+        from xp.track import configure_store
+
+        configure_store(_repo_root())
+        summary = rebuild_report(run_id)
+    except XpError as e:
+        _fail(str(e))
+    _print_summary(summary)
+
+
+class _SeedProgress:
+    """One progress bar per seed while a repeat trains."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+        self._bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            console=out, disable=not out.is_terminal,
+        )  # fmt: skip
+        self._tasks: dict[int, int] = {}
+        self._bar.start()
+
+    def parent(self, run_id: str, resumed: bool) -> None:
+        word = "resuming" if resumed else "started"
+        out.print(f"repeat run [bold]{run_id}[/] {word}", highlight=False)
+
+    def __call__(self, seed: int, kind: str, info: dict) -> None:
+        if seed not in self._tasks:
+            self._tasks[seed] = self._bar.add_task(f"seed {seed}", total=None)
+        task = self._tasks[seed]
+        if kind == "progress":
+            self._bar.update(task, completed=info["step"], total=info["total"])
+        elif kind == "done":
+            word = "done" if info["code"] == 0 else f"exit {info['code']}"
+            self._bar.update(task, description=f"seed {seed} {word}")
+            if not out.is_terminal:
+                out.print(f"seed {seed}: {word}", highlight=False)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+def _print_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    from xp.report import terminal_rows
+
+    table = Table(title=f"{summary['metric']} over seeds (successful seeds)")
+    for col in ("metric", "n", "mean", "std", "95% CI"):
+        table.add_column(col)
+    for row in terminal_rows(summary):
+        table.add_row(*row)
+    out.print(table)
+    if summary["failed_seeds"]:
+        out.print(f"failed seeds: {', '.join(map(str, summary['failed_seeds']))}", highlight=False)
+    if summary.get("verdict"):
+        cmp = summary["comparison"]
+        out.print(
+            f"verdict: [bold]{summary['verdict']}[/] (improvement {cmp['diff']:.4f}, 95% CI "
+            f"[{cmp['diff_ci95_low']:.4f}, {cmp['diff_ci95_high']:.4f}], one-sided Welch p="
+            f"{cmp['welch']['p_value']:.3g}; seeds per arm to settle it: "
+            f"{cmp.get('seeds_needed')})",
+            highlight=False,
+        )
+    out.print(f"repeat run {summary['parent_run_id']}; report: {summary['report_dir']}",
+              highlight=False)  # fmt: skip
 
 
 def _resolve_config(project: str, overrides: list[str], root: Path, resume: str | None):
@@ -160,6 +274,9 @@ class _Progress:
             )  # fmt: skip
             self._task = self._bar.add_task("training", total=info["total"], completed=info["step"])
             self._bar.start()
+        elif kind == "step" and os.environ.get("XP_PROGRESS") == "lines":  # for a repeat parent
+            if info["step"] % max(1, info["total"] // 100) == 0 or info["step"] == info["total"]:
+                print(f"progress {info['step']}/{info['total']}", flush=True)
         elif kind == "step" and self._bar is not None:
             self._bar.update(self._task, completed=info["step"],
                              description=f"loss {info['loss']:.4f}")  # fmt: skip

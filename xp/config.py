@@ -283,10 +283,21 @@ def flatten(config: Config) -> dict[str, str]:
     return flat
 
 
+# how a run is executed, not what is trained: `--jobs` divides threads, a GPU replaces the CPU
+EXECUTION_KEYS = {"train": ("threads", "device", "checkpoint_every")}
+
+
 def config_hash(config: Config) -> str:
-    """A stable hash of the resolved config without its seeds: equal for all seeds of one config."""
+    """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
+
+    Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`) are left out
+    too: the same configuration run 2 seeds at a time or on a GPU is still the same configuration.
+    """
     tree = config.model_dump(mode="json")
     tree.pop("seed")
+    for section, keys in EXECUTION_KEYS.items():
+        for key in keys:
+            tree[section].pop(key)
     canon = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

@@ -7,6 +7,7 @@ so a missing data file stops the job before a run exists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -73,6 +74,8 @@ def tags_for(config: Config, prov: Provenance, deterministic: bool, command: str
     }
     if git.get("remote"):
         tags["xp.git.remote"] = git["remote"]
+    if git.get("dirty"):  # same commit, other uncommitted code: not the same run
+        tags["xp.git.diff_md5"] = hashlib.md5(git.get("diff", "").encode()).hexdigest()
     if git.get("commit"):
         tags["mlflow.source.git.commit"] = git["commit"]
     for name, version in prov.data.items():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xp import XpError
+from xp.metric_writer import install_sqlite_pragmas, start_writer
 
 DEFAULT_DB = "mlflow.db"  # MLflow 3's own default name, so a bare `mlflow ui` finds our runs
 DEFAULT_ARTIFACTS = "mlruns"
@@ -45,7 +46,7 @@ def configure_store(repo_root: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(repo_root)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # child processes (seeds, mlflow run) inherit it
     if uri.startswith("sqlite:///"):
-        _install_sqlite_pragmas()
+        install_sqlite_pragmas()
         _enable_wal(Path(uri.removeprefix("sqlite:///")))
     return uri
 
@@ -57,26 +58,6 @@ def _enable_wal(db: Path) -> None:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file itself
     except sqlite3.OperationalError:
         pass  # another process holds it right now; it will have set WAL already or will
-
-
-_PRAGMAS_INSTALLED = False
-
-
-def _install_sqlite_pragmas() -> None:
-    global _PRAGMAS_INSTALLED
-    if _PRAGMAS_INSTALLED:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        if isinstance(dbapi_conn, sqlite3.Connection):
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.close()
-
-    _PRAGMAS_INSTALLED = True
 
 
 def experiment_for(project: str, repo_root: Path) -> str:
@@ -117,7 +98,8 @@ class MlflowTracker:
         self._flush_every = flush_every
         self._flush_seconds = flush_seconds
         self._last_flush = time.monotonic()
-        self._pending: list[Any] = []
+        self._uri = os.environ["MLFLOW_TRACKING_URI"]
+        self._writer = start_writer()  # from xp.metric_writer
 
     # -- params, tags -------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -142,7 +124,7 @@ class MlflowTracker:
 
     # -- metrics ------------------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Buffer metrics; they reach the store in batches, off the training thread."""
+        """Buffer metrics; a writer process puts them in the store, off the training process."""
         ts = int(time.time() * 1000)
         self._buffer.extend((k, float(v), ts, step) for k, v in metrics.items())
         if (
@@ -152,23 +134,15 @@ class MlflowTracker:
             self._send()
 
     def _send(self) -> None:
-        from mlflow.entities import Metric
-
         batch, self._buffer = self._buffer, []
         self._last_flush = time.monotonic()
-        for i in range(0, len(batch), 1000):
-            metrics = [Metric(k, v, ts, s) for k, v, ts, s in batch[i : i + 1000]]
-            self._pending.append(
-                self._client.log_batch(self.run_id, metrics=metrics, synchronous=False)
-            )
+        if batch:
+            self._writer.put(self._uri, self.run_id, batch)
 
     def flush(self) -> None:
         """Block until every buffered metric is in the store."""
         self._send()
-        pending, self._pending = self._pending, []
-        for op in pending:
-            if op is not None:
-                op.wait()
+        self._writer.wait()
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         """(step, value) pairs of one metric, in step order."""
@@ -335,14 +309,55 @@ def run_tags(run_id: str) -> dict[str, str]:
     Raises:
         TrackingError: unknown run id.
     """
+    return get_run(run_id).data.tags
+
+
+def get_run(run_id: str) -> Any:
+    """A recorded run.
+
+    Raises:
+        TrackingError: unknown run id.
+    """
     import mlflow
 
     try:
-        return mlflow.MlflowClient().get_run(run_id).data.tags
+        return mlflow.MlflowClient().get_run(run_id)
     except Exception:
         raise TrackingError(
             f"unknown run id {run_id!r} in {os.environ.get('MLFLOW_TRACKING_URI')}"
         ) from None
+
+
+def search_runs(filter_string: str, experiment_ids: list[str] | None = None) -> list[Any]:
+    """Every run (all pages) matching an MLflow search filter, in all experiments by default."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def children_of(parent_id: str) -> list[Any]:
+    """The training runs of a repeat (tagged `xp.group = <parent>`)."""
+    parent = get_run(parent_id)
+    return search_runs(f"tags.`xp.group` = '{parent_id}'", [parent.info.experiment_id])
+
+
+def metric_histories(run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) pairs of several metrics of one run, in step order."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    return {
+        k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys
+    }
 
 
 def recorded_text(run_id: str, artifact_file: str) -> str:
@@ -353,12 +368,7 @@ def recorded_text(run_id: str, artifact_file: str) -> str:
     """
     import mlflow
 
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except Exception:
-        raise TrackingError(
-            f"unknown run id {run_id!r} in {os.environ.get('MLFLOW_TRACKING_URI')}"
-        ) from None
+    get_run(run_id)
     try:
         return mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_file}")
     except Exception:

@@ -11,6 +11,7 @@ exactly (`--resume <run_id>`).
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -201,6 +202,7 @@ def train(
     overrides: list[str] | None = None,
     track: bool = True,
     resume: str | None = None,
+    group: str | None = None,
     events: Events = _no_events,
 ) -> Result:
     """Run one fine-tuning job and record it.
@@ -211,6 +213,7 @@ def train(
         overrides: the `key=value` overrides the user gave (recorded in `xp.command`).
         track: False for the null tracker (`--no-track`).
         resume: run id of a killed run to continue in place.
+        group: the parent repeat run's id: this run is one of its seeds.
         events: callback for progress (`start`, `step`, `eval`, `end`); the CLI draws it.
 
     Returns:
@@ -222,6 +225,11 @@ def train(
     # ---- setup: everything that can fail for a user reason fails before the run exists
     seeds = derive_seeds(config.seed.master, config.seed.model_dump(exclude={"master"}))
     t = config.train
+    if track:  # the metric writer imports MLflow while the model loads, not during the loop
+        from xp.track import configure_store, start_writer
+
+        configure_store(root)
+        start_writer()
     device = pick_device(t.device)
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -236,6 +244,8 @@ def train(
     command = record.command_for(config.project, overrides or [])
     tags = record.tags_for(config, prov, t.deterministic, command)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
+    if group:
+        tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
     if resume:
         if not track:
             raise XpError("--resume needs tracking: the run to continue lives in the store")
@@ -338,6 +348,8 @@ def _fit(
         })  # fmt: skip
 
     metric = ev.metric
+    # fault injection, to test failure handling end to end: XP_FAULT_NAN_SEEDS=2,5
+    nan_fault = str(config.seed.master) in os.environ.get("XP_FAULT_NAN_SEEDS", "").split(",")
     n_train = len(feats["train"]["labels"])
     bs, accum = t.batch_size, t.grad_accum
     events("fit", {"total": total, "step": state["step"]})
@@ -368,6 +380,8 @@ def _fit(
                     loss = loss_fn(config.task, logits, batch["labels"]) * (len(idx) / n_micro)
                     scaler.scale(loss).backward()
                     loss_value += loss.item()
+                if nan_fault:
+                    loss_value = math.nan
                 if not math.isfinite(loss_value):
                     outcome, message = "failed", f"loss became {loss_value} at step {step + 1}"
                     break
@@ -409,8 +423,6 @@ def _fit(
                     tracker.log_artifacts(last_dir, "checkpoints/last")
                 if stop.signal is not None or step >= total:
                     break
-                if state["next_batch"] == 0:
-                    break  # next epoch: new order
             if stop.signal is not None:
                 break
     tracker.flush()  # metrics are in the store before the loop's time is taken

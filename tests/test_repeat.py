@@ -1,0 +1,198 @@
+"""The repeat-runner: seeds as processes under a parent run, summary, resume, failures."""
+
+import json
+import os
+import signal
+import subprocess
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pytest
+
+from tests.conftest import BIN, run
+from xp import stats
+from xp.repeat import RepeatError, SeedRun, parse_seeds, plan_jobs, seed_runs, summarize
+
+FAST = ["train.epochs=2", "eval.every=5", "eval.patience=null"]
+
+
+def test_parse_seeds():
+    assert parse_seeds("3") == [1, 2, 3]
+    assert parse_seeds("1,2,7") == [1, 2, 7]
+    for bad in ("0", "x", "1,1", "-1,2"):
+        with pytest.raises(RepeatError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def _run(seed, status, outcome=None, start=0, f1=None):
+    tags = {"xp.outcome": outcome} if outcome else {}
+    return SimpleNamespace(
+        info=SimpleNamespace(run_id=f"r{seed}-{start}", status=status, start_time=start),
+        data=SimpleNamespace(params={"seed": str(seed)}, tags=tags,
+                             metrics={"test/f1": f1} if f1 is not None else {}),
+    )  # fmt: skip
+
+
+def test_finished_seeds_are_reused_killed_resume_crashed_restart(tmp_path):
+    children = [
+        _run(1, "FINISHED", "ok", f1=0.8),
+        _run(2, "KILLED"),
+        _run(3, "FAILED", "failed"),  # NaN: a result, not retried
+        _run(4, "FAILED", None, start=1),  # crashed
+        _run(4, "FINISHED", "ok", start=0, f1=0.7),  # older run of seed 4 is not the latest
+    ]
+    runs = seed_runs(children, [1, 2, 3, 4, 5])
+    assert [r.outcome for r in runs] == ["ok", "killed", "failed", "crashed", "crashed"]
+    jobs = plan_jobs(runs, ["digits"], "P", 1, tmp_path)
+    assert [j.seed for j in jobs] == [2, 4, 5]
+    assert jobs[0].args[-2:] == ["--resume", "r2-0"]
+    assert "--resume" not in jobs[1].args and "--group" in jobs[1].args
+
+
+def test_summary_statistics_over_successful_and_all_seeds():
+    runs = [SeedRun(s, f"r{s}", "FINISHED", "ok", {"test/f1": v, "best/val/f1": v + 0.01})
+            for s, v in ((1, 0.80), (2, 0.84), (3, 0.82))]  # fmt: skip
+    runs.append(SeedRun(4, "r4", "FINISHED", "failed", {"test/f1": 0.2, "best/val/f1": 0.2}))
+    base = {"kind": "run", "id": "B", "values": [0.70, 0.72, 0.71]}
+    s = summarize(runs, "test/f1", base)
+    assert s["failed_seeds"] == [4]
+    ok, every = s["stats"]["test/f1"]["successful"], s["stats"]["test/f1"]["all"]
+    assert ok["n"] == 3 and every["n"] == 4
+    assert ok["mean"] == pytest.approx(0.82) and every["mean"] == pytest.approx(0.665)
+    assert (ok["ci95_low"], ok["ci95_high"]) == pytest.approx(stats.t_interval([0.8, 0.84, 0.82]))
+    assert s["verdict"] == "holds"
+    assert s["expected_max"]["values"][0] == pytest.approx(0.83)
+    json.dumps(s)  # summary.json must serialise
+
+
+def _repeat(repo, *args, env=None, check=True):
+    return run(["xp", "repeat", "digits", *FAST, *args], repo, env=env, check=check)
+
+
+def _children(parent_id):
+    from xp.track import children_of
+
+    return children_of(parent_id)
+
+
+def _parent_id(stdout: str) -> str:
+    return next(x.split()[2] for x in stdout.splitlines() if x.startswith("repeat run "))
+
+
+def test_repeat_records_parent_children_summary_and_reuses_on_rerun(repo):
+    proc = _repeat(repo, "--seeds", "3", "--jobs", "2")
+    parent_id = _parent_id(proc.stdout)
+    parent = mlflow.get_run(parent_id)
+    tags, metrics = parent.data.tags, parent.data.metrics
+    assert tags["xp.kind"] == "repeat" and tags["xp.seeds"] == "1,2,3"
+    assert tags["xp.failed_seeds"] == "" and parent.info.status == "FINISHED"
+    assert "seed" not in parent.data.params and parent.data.params["optim.lr"] == "0.001"
+    children = _children(parent_id)
+    assert len(children) == 3
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
+    assert {c.data.tags["xp.config_hash"] for c in children} == {tags["xp.config_hash"]}
+    for key in ("test/f1", "test/accuracy", "best/val/f1"):
+        values = [c.data.metrics[key] for c in children]
+        assert metrics[f"{key}/mean"] == pytest.approx(np.mean(values))
+        assert metrics[f"{key}/std"] == pytest.approx(np.std(values, ddof=1))
+        low, high = stats.t_interval(values)
+        assert (metrics[f"{key}/ci95_low"], metrics[f"{key}/ci95_high"]) == pytest.approx(
+            (low, high)
+        )
+        assert metrics[f"{key}/n"] == 3
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/summary.json",
+            "report/learning_curves.png", "report/final_metric.png"} <= arts  # fmt: skip
+    html = mlflow.artifacts.load_text(f"runs:/{parent_id}/report/report.html")
+    assert "data:image/png;base64," in html
+
+    again = _repeat(repo, "--seeds", "3", "--jobs", "2")
+    assert _parent_id(again.stdout) == parent_id and "resuming" in again.stdout
+    assert len(_children(parent_id)) == 3  # nothing trained twice
+
+    rebuilt = run(["xp", "report", parent_id], repo)
+    assert "test/f1" in rebuilt.stdout
+
+    # a second configuration, with the first as its baseline, gets a verdict
+    proc = _repeat(repo, "--seeds", "2", "--jobs", "2", "optim.lr=0.002", "--baseline", parent_id)
+    other = mlflow.get_run(_parent_id(proc.stdout))
+    assert other.data.tags["xp.verdict"] in ("holds", "does_not_hold", "inconclusive")
+    assert other.data.tags["xp.baseline"] == parent_id
+    assert "verdict:" in proc.stdout
+    arts = {a.path for a in mlflow.MlflowClient().list_artifacts(other.info.run_id, "report")}
+    assert "report/baseline.png" in arts
+
+
+def test_a_nan_seed_fails_alone(repo):
+    proc = _repeat(repo, "--seeds", "2", "--jobs", "2", env={"XP_FAULT_NAN_SEEDS": "2"})
+    parent = mlflow.get_run(_parent_id(proc.stdout))
+    assert parent.data.tags["xp.failed_seeds"] == "2"
+    assert parent.data.metrics["test/f1/n"] == 1
+    outcomes = {
+        c.data.params["seed"]: c.data.tags["xp.outcome"] for c in _children(parent.info.run_id)
+    }
+    assert outcomes == {"1": "ok", "2": "failed"}
+    assert "failed seeds: 2" in proc.stdout
+
+
+def test_interrupted_repeat_resumes_killed_seeds(repo):
+    args = ["xp", "repeat", "digits", "train.epochs=12", "eval.every=5", "eval.patience=null",
+            "--seeds", "2",
+            "--jobs", "2"]  # fmt: skip
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    parent_id = None
+    for line in proc.stdout:
+        if line.startswith("repeat run "):
+            parent_id = line.split()[2]
+            break
+    import time
+
+    from xp.track import children_of
+
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until both seeds have logged some steps
+        kids = children_of(parent_id)
+        if len(kids) == 2 and all(
+            mlflow.MlflowClient().get_metric_history(k.info.run_id, "train/loss") for k in kids
+        ):
+            break
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert mlflow.get_run(parent_id).info.status == "KILLED"
+    kids = children_of(parent_id)
+    assert {k.info.status for k in kids} == {"KILLED"}
+
+    done = run(args, repo)
+    assert _parent_id(done.stdout) == parent_id
+    kids = children_of(parent_id)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+    for k in kids:
+        steps = [
+            m.step for m in mlflow.MlflowClient().get_metric_history(k.info.run_id, "train/loss")
+        ]
+        assert sorted(steps) == list(range(1, 121))  # resumed, not restarted
+
+
+def test_seed_overrides_are_refused(repo):
+    proc = _repeat(repo, "seed=3", check=False)
+    assert proc.returncode == 2 and "--seeds" in proc.stderr
+
+
+def test_mlflow_run_repeat_entry_point(repo):
+    cmd = ["mlflow", "run", ".", "-e", "repeat", "--env-manager", "local", "-P",
+           "project=digits", "-P", "seeds=2", "-P", "jobs=2", "-P", "train.epochs=2", "-P",
+           "eval.every=5"]  # fmt: skip
+    run(cmd, repo)
+    client = mlflow.MlflowClient()
+    exps = [e.experiment_id for e in client.search_experiments()]
+    parents = mlflow.search_runs(exps, "tags.`xp.kind` = 'repeat'", output_format="list")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["mlflow.project.entryPoint"] == "repeat"  # MLflow's run is the parent
+    assert parent.info.status == "FINISHED" and parent.data.metrics["test/f1/n"] == 2
+    assert len(_children(parent.info.run_id)) == 2

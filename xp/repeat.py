@@ -1,0 +1,415 @@
+"""Several seeds of one configuration: a parent run, one child training run per seed, a summary.
+
+The same command run again resumes: the parent of the same configuration (config hash, commit,
+uncommitted diff, data md5s, seeds) is reopened, finished seeds are reused, killed ones resume
+from their checkpoints, crashed ones start over; nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xp import XpError, stats
+from xp.config import Config, flatten, higher_is_better
+from xp.executor import Executor, OnEvent, SeedJob
+
+SUCCESS = ("ok", "early_stopped")
+SUMMARY_PREFIXES = ("test/", "best/val/")
+
+
+class RepeatError(XpError):
+    """A repeat that cannot run as asked (bad seeds, unknown baseline, unknown metric)."""
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """`5` -> seeds 1..5; `1,2,7` -> those seeds.
+
+    Raises:
+        RepeatError: not a count or a comma-separated list of distinct non-negative integers.
+    """
+    try:
+        if "," not in spec:
+            n = int(spec)
+            if n < 1:
+                raise ValueError
+            return list(range(1, n + 1))
+        seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise RepeatError(f"--seeds {spec!r}: give a count (5) or a list (1,2,7)") from None
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise RepeatError(f"--seeds {spec!r}: seeds must be distinct and >= 0")
+    return seeds
+
+
+@dataclass
+class SeedRun:
+    """What one seed's training run ended with."""
+
+    seed: int
+    run_id: str | None
+    status: str  # MLflow status, or "MISSING" when no run was recorded
+    outcome: str  # ok | early_stopped | failed | killed | crashed
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in SUCCESS
+
+
+def seed_runs(children: list[Any], seeds: list[int]) -> list[SeedRun]:
+    """The latest child run of each seed, with its outcome (`crashed`/`killed`: no outcome)."""
+    latest: dict[int, Any] = {}
+    for run in children:
+        seed = int(run.data.params.get("seed", -1))
+        newer = seed not in latest or run.info.start_time > latest[seed].info.start_time
+        if seed in seeds and newer:
+            latest[seed] = run
+    out = []
+    for seed in seeds:
+        run = latest.get(seed)
+        if run is None:
+            out.append(SeedRun(seed, None, "MISSING", "crashed"))
+            continue
+        outcome = run.data.tags.get("xp.outcome")
+        if outcome is None:
+            outcome = "killed" if run.info.status in ("KILLED", "RUNNING") else "crashed"
+        out.append(SeedRun(seed, run.info.run_id, run.info.status, outcome, dict(run.data.metrics)))
+    return out
+
+
+def plan_jobs(
+    runs: list[SeedRun], base_args: list[str], parent_id: str, threads: int, log_dir: Path
+) -> list[SeedJob]:
+    """Jobs for seeds still to train: killed ones resume, crashed or missing ones start anew."""
+    jobs = []
+    for r in runs:
+        if r.outcome in SUCCESS or r.outcome == "failed":
+            continue  # a finished seed, successful or not, is a result: never trained twice
+        args = [*base_args, f"seed={r.seed}", f"train.threads={threads}", "--group", parent_id]
+        if r.outcome == "killed" and r.run_id:
+            args += ["--resume", r.run_id]
+        jobs.append(SeedJob(r.seed, args, log=log_dir / f"seed-{r.seed}.log"))
+    return jobs
+
+
+def _summary_keys(runs: list[SeedRun]) -> list[str]:
+    keys = {k for r in runs for k in r.metrics if k.startswith(SUMMARY_PREFIXES)}
+    return sorted(keys)
+
+
+def _stats_of(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    d = stats.describe(values)
+    low, high = stats.t_interval(values) if len(values) > 1 else (math.nan, math.nan)
+    d.update(ci95_low=low, ci95_high=high)
+    return d
+
+
+def summarize(
+    runs: list[SeedRun],
+    metric: str,
+    baseline: dict[str, Any] | None = None,
+    alpha: float = 0.05,
+    min_effect: float = 0.0,
+    rng: int = 0,
+) -> dict[str, Any]:
+    """Statistics over seeds, over the successful ones and over all that reported the metric.
+
+    Args:
+        runs: the seeds' runs.
+        metric: the metric the verdict is about (e.g. `test/f1`).
+        baseline: {"kind": "run"|"value", "id"?, "values": [...]} or None.
+        alpha: significance level of the verdict.
+        min_effect: smallest improvement that counts (metric units).
+        rng: seed of the bootstrap intervals (reports are reproducible).
+
+    Returns:
+        A JSON-serialisable summary (also `report/summary.json`).
+    """
+    better_high = higher_is_better(metric)
+    summary: dict[str, Any] = {
+        "metric": metric,
+        "higher_is_better": better_high,
+        "seeds": [r.seed for r in runs],
+        "failed_seeds": [r.seed for r in runs if not r.succeeded],
+        "per_seed": [r.__dict__ for r in runs],
+        "stats": {},
+    }
+    for key in _summary_keys(runs):
+        ok = [r.metrics[key] for r in runs if r.succeeded and key in r.metrics]
+        every = [r.metrics[key] for r in runs if key in r.metrics]
+        summary["stats"][key] = {"successful": _stats_of(ok), "all": _stats_of(every)}
+    values = [r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics]
+    if metric not in summary["stats"] and values == []:
+        summary["stats"][metric] = {"successful": {"n": 0}, "all": {"n": 0}}
+    if len(values) >= 2:
+        summary["bootstrap"] = stats.bootstrap_interval(values, method="bca", rng=rng)
+    val_key = f"best/val/{metric.rsplit('/', 1)[-1]}"
+    val_values = [r.metrics[val_key] for r in runs if r.succeeded and val_key in r.metrics]
+    if val_values:
+        summary["expected_max"] = {
+            "metric": val_key,
+            "values": stats.expected_max(val_values, higher_is_better=better_high).tolist(),
+        }
+    summary["baseline"] = baseline
+    summary["verdict"] = None
+    if baseline is not None and len(values) >= 2:
+        cmp = stats.compare(values, baseline["values"], better_high, alpha, min_effect, rng=rng)
+        summary["comparison"] = cmp
+        summary["verdict"] = stats.verdict(cmp, alpha, min_effect)
+        summary["min_rank_p"] = stats.min_rank_p(len(values), len(baseline["values"]))
+    return _jsonable(summary)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def parent_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """`M/mean`, `M/std`, `M/ci95_low`, `M/ci95_high`, `M/n` over the successful seeds."""
+    out: dict[str, float] = {}
+    for key, both in summary["stats"].items():
+        s = both["successful"]
+        out[f"{key}/n"] = float(s["n"])
+        for name in ("mean", "std", "ci95_low", "ci95_high"):
+            value = s.get(name)
+            if value is not None and math.isfinite(value):
+                out[f"{key}/{name}"] = float(value)
+    return out
+
+
+def repeat_command(project: str, overrides: list[str], seeds: str, extra: list[str]) -> str:
+    """The `xp repeat` command line that re-runs (or resumes) a repeat."""
+    return shlex.join(["xp", "repeat", project, *overrides, "--seeds", seeds, *extra])
+
+
+def shared_params(config: Config) -> dict[str, str]:
+    """The config as params, without per-seed values (those live on the children)."""
+    return {k: v for k, v in flatten(config).items() if not k.startswith("seed")}
+
+
+def run_seeds(executor: Executor, jobs: list[SeedJob], on_event: OnEvent) -> dict[int, int]:
+    """Run the jobs; returns seed -> exit code (a seed's failure is data, not an exception)."""
+    if not jobs:
+        return {}
+    return executor.run(jobs, on_event)
+
+
+def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
+    """`--baseline`: a repeat run id (its successful seeds' values) or a number.
+
+    Raises:
+        RepeatError: not a number, not a repeat run, or fewer than 2 seeds with the metric.
+    """
+    if spec is None:
+        return None
+    try:
+        value = float(spec)
+    except ValueError:
+        value = None
+    if value is not None:  # a constant baseline: Welch with zero variance is the one-sample t-test
+        return {"kind": "value", "id": None, "values": [value, value]}
+    from xp import track
+
+    run = track.get_run(spec)
+    if run.data.tags.get("xp.kind") != "repeat":
+        raise RepeatError(
+            f"--baseline {spec}: not a repeat run (xp.kind={run.data.tags.get('xp.kind')})"
+        )
+    runs = seed_runs(
+        track.children_of(spec), [int(s) for s in run.data.tags["xp.seeds"].split(",")]
+    )
+    values = [r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics]
+    if len(values) < 2:
+        raise RepeatError(
+            f"--baseline {spec}: {len(values)} successful seeds have {metric}; need 2 or more"
+        )
+    return {"kind": "run", "id": spec, "values": values,
+            "test_md5": run.data.tags.get("xp.data.test.md5")}  # fmt: skip
+
+
+def _same_provenance(run: Any, tags: dict[str, str]) -> bool:
+    keys = [k for k in tags if k.endswith(".md5")] + ["xp.git.commit", "xp.seeds"]
+    return all(run.data.tags.get(k) == tags.get(k) for k in keys)
+
+
+def find_parent(experiment_id: str, tags: dict[str, str]) -> str | None:
+    """A repeat run of this exact configuration, code, data and seeds, to resume, if any."""
+    from xp import track
+
+    filt = (f"tags.`xp.kind` = 'repeat' and tags.`xp.config_hash` = '{tags['xp.config_hash']}'"
+            f" and tags.`xp.git.commit` = '{tags['xp.git.commit']}'")  # fmt: skip
+    found = [r for r in track.search_runs(filt, [experiment_id]) if _same_provenance(r, tags)]
+    found.sort(key=lambda r: r.info.start_time)
+    return found[-1].info.run_id if found else None
+
+
+def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun], dict]:
+    """The seeds' runs and their learning curves (validation metric, training loss)."""
+    from xp import track
+
+    runs = seed_runs(track.children_of(parent_id), seeds)
+    val_key = f"val/{metric.rsplit('/', 1)[-1]}"
+    histories = {
+        r.seed: track.metric_histories(r.run_id, [val_key, "train/loss"]) for r in runs if r.run_id
+    }
+    return runs, histories
+
+
+def record_summary(tracker: Any, summary: dict[str, Any], histories: dict, title: str) -> Path:
+    """Log the summary metrics, tags and report to the parent run; returns the report folder."""
+    from xp import report
+    from xp.track import temp_dir
+
+    tracker.log_metrics(parent_metrics(summary), 0)
+    tags = {"xp.failed_seeds": ",".join(map(str, summary["failed_seeds"]))}
+    if summary.get("verdict"):
+        tags["xp.verdict"] = summary["verdict"]
+    tracker.set_tags(tags)
+    out = temp_dir() / "report"
+    report.write_report(summary, histories, out, title)
+    tracker.log_artifacts(out, "report")
+    return out
+
+
+def repeat(
+    config: Config,
+    root: Path,
+    *,
+    overrides: list[str],
+    seeds_spec: str,
+    executor: Any,
+    metric: str | None = None,
+    baseline: str | None = None,
+    alpha: float = 0.05,
+    min_effect: float = 0.0,
+    on_event: OnEvent | None = None,
+    on_parent: Any = None,
+) -> dict[str, Any]:
+    """Train every seed of one configuration under a parent run and summarise them.
+
+    Args:
+        config: the validated config (its own seed is ignored; `--seeds` decides).
+        root: the repository root.
+        overrides: the user's `key=value` overrides (passed to every seed).
+        seeds_spec: `5` or `1,2,7`.
+        executor: where seeds run (`LocalExecutor`).
+        metric: the verdict's metric; default `test/<eval.metric>`.
+        baseline: a repeat run id or a number, or None.
+        alpha: significance level.
+        min_effect: smallest improvement that counts, in metric units.
+        on_event: progress callback of the executor.
+        on_parent: called with the parent run id once it exists.
+
+    Returns:
+        The summary, with `parent_run_id` and `report_dir` added.
+
+    Raises:
+        XpError: bad seeds or metric, unknown baseline, missing data.
+    """
+    from xp import record, track
+    from xp.config import metrics_for
+    from xp.models import resolve_source
+
+    seeds = parse_seeds(seeds_spec)
+    if any(o.split("=", 1)[0].split(".")[0] == "seed" for o in overrides):
+        raise RepeatError("seeds of a repeat come from --seeds, not seed=... overrides")
+    metric = metric or f"test/{config.eval.metric}"
+    name = metric.rsplit("/", 1)[-1]
+    if not metric.startswith(SUMMARY_PREFIXES) or name not in metrics_for(config.task):
+        allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
+        raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
+    track.configure_store(root)
+    base = resolve_baseline(baseline, metric)
+    kind, where = resolve_source(config.model.name, root)
+    prov = record.gather(config, root, (kind, where))
+    if base and base.get("test_md5") and base["test_md5"] != prov.data["test"]["md5"]:
+        raise RepeatError(
+            f"--baseline {base['id']} was tested on other test data (md5 {base['test_md5']} vs "
+            f"{prov.data['test']['md5']}): a score on other data proves nothing"
+        )
+    extra = [f"--metric {metric}"] + ([f"--baseline {baseline}"] if baseline else [])
+    command = repeat_command(config.project, overrides, seeds_spec, extra)
+    tags = record.tags_for(config, prov, config.train.deterministic, command)
+    tags.update({"xp.kind": "repeat", "xp.seeds": ",".join(map(str, seeds)), "xp.metric": metric,
+                 "xp.alpha": str(alpha), "xp.min_effect": str(min_effect)})  # fmt: skip
+    if baseline:
+        tags["xp.baseline"] = baseline
+    import os
+
+    existing = None
+    if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the parent is MLflow's run
+        existing = find_parent(track.experiment_for(config.project, root), tags)
+    tracker = track.start_tracker(True, config.project, root, resume_run_id=existing, tags=tags)
+    parent = tracker.run_id
+    if on_parent:
+        on_parent(parent, existing is not None)
+    try:
+        if existing is None:
+            tracker.log_params(shared_params(config))
+            from xp.config import to_yaml
+
+            tracker.log_text(to_yaml(config), "config.yaml")
+        runs, _ = collect(parent, seeds, metric)
+        log_dir = track.scratch_dir(root, parent)
+        jobs = plan_jobs(runs, [config.project, *overrides], parent,
+                         executor.threads_per_job(), log_dir)  # fmt: skip
+        env = {"MLFLOW_EXPERIMENT_ID": track.get_run(parent).info.experiment_id}
+        for job in jobs:
+            job.env.update(env)
+        run_seeds(executor, jobs, on_event or (lambda *a: None))
+        runs, histories = collect(parent, seeds, metric)
+        summary = summarize(runs, metric, base, alpha, min_effect)
+        summary["reused_seeds"] = sorted(set(seeds) - {j.seed for j in jobs})
+        title = f"{config.project} {tags['xp.config_hash']}: {metric} over seeds"
+        summary["report_dir"] = str(record_summary(tracker, summary, histories, title))
+        summary["parent_run_id"] = parent
+        tracker.end("FINISHED")
+        return summary
+    except KeyboardInterrupt:
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+
+
+def rebuild_report(parent_id: str) -> dict[str, Any]:
+    """Recompute a repeat's summary and report from the store and log them to it again.
+
+    Raises:
+        XpError: unknown run id, or not a repeat run.
+    """
+    from xp import track
+
+    run = track.get_run(parent_id)
+    tags = run.data.tags
+    if tags.get("xp.kind") != "repeat":
+        raise RepeatError(f"run {parent_id} is not a repeat run (xp.kind={tags.get('xp.kind')})")
+    seeds = [int(s) for s in tags["xp.seeds"].split(",")]
+    metric = tags["xp.metric"]
+    base = resolve_baseline(tags.get("xp.baseline"), metric)
+    alpha, min_effect = float(tags.get("xp.alpha", 0.05)), float(tags.get("xp.min_effect", 0))
+    runs, histories = collect(parent_id, seeds, metric)
+    summary = summarize(runs, metric, base, alpha, min_effect)
+    title = f"{tags['xp.project']} {tags['xp.config_hash']}: {metric} over seeds"
+    tracker = track.MlflowTracker(parent_id)
+    summary["report_dir"] = str(record_summary(tracker, summary, histories, title))
+    tracker.flush()
+    summary["parent_run_id"] = parent_id
+    return summary

@@ -1,0 +1,264 @@
+"""The reliability report of a repeat: Markdown, self-contained HTML, summary.json and PNG plots.
+
+Built from a summary (`xp.repeat.summarize`) and the seeds' metric histories only, so
+`xp report <repeat run id>` rebuilds it from the tracking store alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+PLOTS = ("learning_curves.png", "final_metric.png", "baseline.png")
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _p(x: float | None) -> str:
+    return "n/a" if x is None else (f"{x:.2e}" if x < 1e-3 else f"{x:.4f}")
+
+
+def plot_learning_curves(histories: dict[int, dict[str, list]], val_key: str, out: Path) -> None:
+    """Validation metric and training loss of every seed on one chart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for seed, hist in sorted(histories.items()):
+        if hist.get(val_key):
+            ax1.plot(*zip(*hist[val_key]), marker=".", label=f"seed {seed}")
+        if hist.get("train/loss"):
+            ax2.plot(*zip(*hist["train/loss"]), alpha=0.7, label=f"seed {seed}")
+    ax1.set(title=val_key, xlabel="step")
+    ax2.set(title="train/loss", xlabel="step", yscale="log")
+    ax1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_final_metric(summary: dict[str, Any], out: Path) -> None:
+    """The metric of each seed as a strip, with the mean and its 95% t interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = summary["metric"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _strip(ax, 0, summary, metric, "this config")
+    ax.set(ylabel=metric, xticks=[0], xticklabels=["this config"], xlim=(-0.8, 0.8))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _strip(ax: Any, x: float, summary: dict[str, Any], metric: str, label: str) -> None:
+    import numpy as np
+
+    ok = [(r["seed"], r["metrics"].get(metric)) for r in summary["per_seed"]]
+    good = [v for (s, v), r in zip(ok, summary["per_seed"]) if v is not None and r["outcome"] in
+            ("ok", "early_stopped")]  # fmt: skip
+    bad = [v for (s, v), r in zip(ok, summary["per_seed"]) if v is not None and r["outcome"] not in
+           ("ok", "early_stopped")]  # fmt: skip
+    jitter = np.linspace(-0.15, 0.15, max(len(good), 1))
+    ax.scatter(x + jitter[: len(good)], good, color="C0", zorder=3, label="seeds")
+    if bad:
+        ax.scatter([x] * len(bad), bad, color="C3", marker="x", zorder=3, label="failed seeds")
+    s = summary["stats"].get(metric, {}).get("successful", {})
+    if s.get("n", 0) >= 2 and s.get("ci95_low") is not None:
+        ax.errorbar([x + 0.3], [s["mean"]], yerr=[[s["mean"] - s["ci95_low"]],
+                    [s["ci95_high"] - s["mean"]]], fmt="D", color="k", capsize=6,
+                    label=f"{label}: mean, 95% CI")  # fmt: skip
+
+
+def plot_baseline(summary: dict[str, Any], out: Path) -> None:
+    """This configuration's seeds next to the baseline's, each with mean and 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from xp import stats
+
+    metric, base = summary["metric"], summary["baseline"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _strip(ax, 0, summary, metric, "this config")
+    values = base["values"]
+    if base["kind"] == "value":
+        ax.axhline(values[0], color="C1", linestyle="--", label=f"baseline {values[0]:.4f}")
+    else:
+        jitter = np.linspace(-0.15, 0.15, len(values))
+        ax.scatter(1 + jitter, values, color="C1", zorder=3, label="baseline seeds")
+        low, high = stats.t_interval(values)
+        mean = float(np.mean(values))
+        ax.errorbar([1.3], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color="C1",
+                    capsize=6, label="baseline: mean, 95% CI")  # fmt: skip
+    ax.set(ylabel=metric, xticks=[0, 1], xticklabels=["this config", "baseline"], xlim=(-0.8, 1.8))
+    ax.set_title(f"verdict: {summary.get('verdict')}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[str]] | str]]:
+    """The report's content as (heading, table rows or paragraph), shared by Markdown and HTML."""
+    metric = summary["metric"]
+    n_seeds, failed = len(summary["seeds"]), summary["failed_seeds"]
+    s = summary["stats"].get(metric, {}).get("successful", {})
+    lines: list[tuple[str, list[list[str]] | str]] = []
+    head = (
+        f"{title}: {n_seeds} seeds ({', '.join(map(str, summary['seeds']))}), "
+        f"{len(failed)} failed{' (' + ', '.join(map(str, failed)) + ')' if failed else ''}. "
+        f"{metric} = {_fmt(s.get('mean'))} +- {_fmt(s.get('std'))} (mean +- std over "
+        f"{s.get('n', 0)} successful seeds), 95% t interval [{_fmt(s.get('ci95_low'))}, "
+        f"{_fmt(s.get('ci95_high'))}]."
+    )
+    if summary.get("verdict"):
+        head += f" Verdict against the baseline: **{summary['verdict']}**."
+    lines.append(("Summary", head))
+    rows = [["metric", "seeds", "mean", "std", "95% CI", "median", "IQM", "min", "max"]]
+    for key, both in summary["stats"].items():
+        for which in ("successful", "all"):
+            d = both[which]
+            if d.get("n", 0) == 0 or (which == "all" and not failed):
+                continue
+            rows.append([key, f"{d['n']} {which}", _fmt(d.get("mean")), _fmt(d.get("std")),
+                         f"[{_fmt(d.get('ci95_low'))}, {_fmt(d.get('ci95_high'))}]",
+                         _fmt(d.get("median")), _fmt(d.get("iqm")), _fmt(d.get("min")),
+                         _fmt(d.get("max"))])  # fmt: skip
+    lines.append(("Statistics over seeds", rows))
+    seeds = [["seed", "run", "outcome", metric]]
+    for r in summary["per_seed"]:
+        seeds.append([str(r["seed"]), str(r["run_id"]), r["outcome"],
+                      _fmt(r["metrics"].get(metric))])  # fmt: skip
+    lines.append(("Seeds", seeds))
+    boot = summary.get("bootstrap")
+    if boot:
+        note = f" {boot['note']}" if boot.get("note") else ""
+        lines.append(("Bootstrap", f"BCa bootstrap 95% interval of the mean: [{_fmt(boot['low'])}, "
+                      f"{_fmt(boot['high'])}].{note}"))  # fmt: skip
+    cmp = summary.get("comparison")
+    if cmp:
+        base = summary["baseline"]
+        what = (
+            f"run {base['id']}" if base["kind"] == "run" else f"the fixed value {base['values'][0]}"
+        )
+        mw = cmp.get("mann_whitney", {})
+        rows = [
+            ["quantity", "value"],
+            ["baseline", what],
+            ["improvement (mean difference, positive = better)", _fmt(cmp["diff"])],
+            ["95% CI of the improvement (Welch)",
+             f"[{_fmt(cmp['diff_ci95_low'])}, {_fmt(cmp['diff_ci95_high'])}]"],
+            ["one-sided Welch t-test p", _p(cmp["welch"]["p_value"])],
+            ["one-sided Mann-Whitney U p", _p(mw.get("p_value"))],
+            ["smallest p a rank test can reach with these seeds", _p(mw.get("min_p"))],
+            ["P(a seed beats a baseline seed)", _fmt(cmp["prob_improvement"])],
+            ["seeds per arm a power analysis asks for (80% power)", _fmt(cmp.get("seeds_needed"))],
+            ["verdict", str(summary["verdict"])],
+        ]  # fmt: skip
+        lines.append(("Against the baseline", rows))
+    lines.append(("How to read this", READING))
+    return lines
+
+
+READING = (
+    "Seeds are the unit of replication: each is a full training run with its own weight init, "
+    "data order and dropout. The interval is Student's t over seeds (bootstrap intervals "
+    "under-cover below about 10 seeds and are shown only as a cross-check). The verdict is "
+    "`holds` when a one-sided Welch t-test gives p < alpha and the (1 - 2 alpha) interval of the "
+    "improvement lies above the minimum effect; `does_not_hold` when the baseline is "
+    "significantly better or the interval lies below the minimum effect; `inconclusive` "
+    "otherwise, with the seeds a power analysis says would settle it. A rank test cannot reach "
+    "p < 0.05 with 3 seeds against 3. Failed seeds (NaN, or no better than the trivial baseline) "
+    "are listed and left out of the main statistics; the `all` rows include them."
+)
+
+
+def to_markdown(summary: dict[str, Any], title: str, images: list[str]) -> str:
+    """The report as Markdown (images referenced next to it)."""
+    out = [f"# {title}\n"]
+    for heading, body in _sections(summary, title):
+        out.append(f"## {heading}\n")
+        if isinstance(body, str):
+            out.append(body + "\n")
+        else:
+            out.append("| " + " | ".join(body[0]) + " |")
+            out.append("|" + "---|" * len(body[0]))
+            out.extend("| " + " | ".join(row) + " |" for row in body[1:])
+            out.append("")
+    out.extend(f"![{name}]({name})\n" for name in images)
+    return "\n".join(out)
+
+
+def to_html(summary: dict[str, Any], title: str, images: dict[str, bytes]) -> str:
+    """The report as one self-contained HTML file (plots embedded as base64 PNG)."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>",
+             f"<h1>{html.escape(title)}</h1>"]  # fmt: skip
+    for heading, body in _sections(summary, title):
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(body, str):
+            text = html.escape(body).replace("**", "")
+            parts.append(f"<p>{text}</p>")
+        else:
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in body[0]))
+            for row in body[1:]:
+                parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row))
+            parts.append("</table>")
+    for name, data in images.items():
+        b64 = base64.b64encode(data).decode()
+        parts.append(f"<h3>{name}</h3><img alt='{name}' src='data:image/png;base64,{b64}'>")
+    return "\n".join(parts)
+
+
+def write_report(
+    summary: dict[str, Any], histories: dict[int, dict[str, list]], out_dir: Path, title: str
+) -> list[Path]:
+    """Write report.md, report.html, summary.json and the plots into `out_dir`.
+
+    Returns:
+        The files written.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric = summary["metric"]
+    val_key = f"val/{metric.rsplit('/', 1)[-1]}"
+    plot_learning_curves(histories, val_key, out_dir / PLOTS[0])
+    plot_final_metric(summary, out_dir / PLOTS[1])
+    images = list(PLOTS[:2])
+    if summary.get("comparison"):
+        plot_baseline(summary, out_dir / PLOTS[2])
+        images.append(PLOTS[2])
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "report.md").write_text(to_markdown(summary, title, images))
+    blobs = {name: (out_dir / name).read_bytes() for name in images}
+    (out_dir / "report.html").write_text(to_html(summary, title, blobs))
+    return [out_dir / n for n in ("report.md", "report.html", "summary.json", *images)]
+
+
+def terminal_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Rows for the CLI's table: one per reported metric (successful seeds)."""
+    rows = []
+    for key, both in summary["stats"].items():
+        d = both["successful"]
+        if d.get("n", 0):
+            rows.append([key, str(d["n"]), _fmt(d.get("mean")), _fmt(d.get("std")),
+                         f"[{_fmt(d.get('ci95_low'))}, {_fmt(d.get('ci95_high'))}]"])  # fmt: skip
+    return rows
