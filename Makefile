@@ -28,7 +28,8 @@ data: $(STAMP)
 
 # Two configurations a user would really compare on digits, 5 seeds each: a frozen backbone
 # (only the head trains) as the baseline, and a full fine-tune with layer-wise LR decay.
-FROZEN := train.freeze_layers=3
+# (the frozen one is a linear probe: it wants a larger LR than fine-tuning does)
+FROZEN := train.freeze_layers=3 optim.lr=0.01
 FULL_LLRD := optim.layer_decay=0.7
 
 demo: data
@@ -37,7 +38,7 @@ demo: data
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader seed=1
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader_valence seed=1
 	@export PATH="$(CURDIR)/$(BIN):$$PATH" NO_COLOR=1 && \
-	  base=$$(xp repeat digits $(FROZEN) --seeds 5 --jobs 2 | tee /dev/stderr | awk '/^repeat run /{id=$$3} END{print id}') && \
+	  base=$$(xp repeat digits $(FROZEN) --seeds 5 --jobs 2 | tee /dev/stderr | awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}') && \
 	  xp repeat digits $(FULL_LLRD) --seeds 5 --jobs 2 --baseline $$base
 	@echo
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in mlruns/). To look at them:"

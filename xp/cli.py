@@ -166,8 +166,9 @@ def report(run_id: str = typer.Argument(..., help="A repeat run id.")) -> None:
         from xp.repeat import rebuild_report
         from xp.track import configure_store
 
-        configure_store(_repo_root())
-        summary = rebuild_report(run_id)
+        root = _repo_root()
+        configure_store(root)
+        summary = rebuild_report(run_id, root)
     except XpError as e:
         _fail(str(e))
     _print_summary(summary)
@@ -228,8 +229,8 @@ def _print_summary(summary: dict) -> None:
             f"{cmp.get('seeds_needed')})",
             highlight=False,
         )
-    out.print(f"repeat run {summary['parent_run_id']}; report: {summary['report_dir']}",
-              highlight=False)  # fmt: skip
+    logged = f"runs:/{summary['parent_run_id']}/report"
+    out.print(f"report: {summary['report_dir']} (logged to {logged})", highlight=False)
 
 
 def _resolve_config(project: str, overrides: list[str], root: Path, resume: str | None):

@@ -271,17 +271,19 @@ def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun
     return runs, histories
 
 
-def record_summary(tracker: Any, summary: dict[str, Any], histories: dict, title: str) -> Path:
+def record_summary(
+    tracker: Any, summary: dict[str, Any], histories: dict, title: str, root: Path
+) -> Path:
     """Log the summary metrics, tags and report to the parent run; returns the report folder."""
     from xp import report
-    from xp.track import temp_dir
+    from xp.track import scratch_dir
 
     tracker.log_metrics(parent_metrics(summary), 0)
     tags = {"xp.failed_seeds": ",".join(map(str, summary["failed_seeds"]))}
     if summary.get("verdict"):
         tags["xp.verdict"] = summary["verdict"]
     tracker.set_tags(tags)
-    out = temp_dir() / "report"
+    out = scratch_dir(root, tracker.run_id) / "report"  # a local copy next to the run's logs
     report.write_report(summary, histories, out, title)
     tracker.log_artifacts(out, "report")
     return out
@@ -377,7 +379,7 @@ def repeat(
         summary = summarize(runs, metric, base, alpha, min_effect)
         summary["reused_seeds"] = sorted(set(seeds) - {j.seed for j in jobs})
         title = f"{config.project} {tags['xp.config_hash']}: {metric} over seeds"
-        summary["report_dir"] = str(record_summary(tracker, summary, histories, title))
+        summary["report_dir"] = str(record_summary(tracker, summary, histories, title, root))
         summary["parent_run_id"] = parent
         tracker.end("FINISHED")
         return summary
@@ -389,7 +391,7 @@ def repeat(
         raise
 
 
-def rebuild_report(parent_id: str) -> dict[str, Any]:
+def rebuild_report(parent_id: str, root: Path) -> dict[str, Any]:
     """Recompute a repeat's summary and report from the store and log them to it again.
 
     Raises:
@@ -409,7 +411,7 @@ def rebuild_report(parent_id: str) -> dict[str, Any]:
     summary = summarize(runs, metric, base, alpha, min_effect)
     title = f"{tags['xp.project']} {tags['xp.config_hash']}: {metric} over seeds"
     tracker = track.MlflowTracker(parent_id)
-    summary["report_dir"] = str(record_summary(tracker, summary, histories, title))
+    summary["report_dir"] = str(record_summary(tracker, summary, histories, title, root))
     tracker.flush()
     summary["parent_run_id"] = parent_id
     return summary

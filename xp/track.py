@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 import time
 import uuid
 import warnings
@@ -380,8 +379,3 @@ def scratch_dir(repo_root: Path, run_id: str) -> Path:
     path = repo_root / ".xp" / "runs" / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def temp_dir() -> Path:
-    """A fresh temporary folder (for artifacts that are only staged before logging)."""
-    return Path(tempfile.mkdtemp(prefix="xp-"))
