@@ -123,6 +123,21 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(repo):
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(other.info.run_id, "report")}
     assert "report/baseline.png" in arts
 
+    # the two configurations, ranked (issue 4): json from the CLI, and the mlflow entry point
+    cmd = ["xp", "compare", "--project", "digits", "--format", "json", "--plot",
+           str(repo / "forest.png"), "--log"]  # fmt: skip
+    ranked = json.loads(run(cmd, repo).stdout)
+    assert sorted(g["n"] for g in ranked["groups"]) == [2, 3]
+    assert {g["params"]["optim.lr"] for g in ranked["groups"]} == {"0.001", "0.002"}
+    assert (repo / "forest.png").stat().st_size > 0
+    run(["mlflow", "run", ".", "-e", "compare", "-P", "project=digits", "--env-manager", "local"],
+        repo)  # fmt: skip
+    exps = [e.experiment_id for e in mlflow.MlflowClient().search_experiments()]
+    logged = mlflow.search_runs(exps, "tags.`xp.kind` = 'compare'", output_format="list")
+    assert len(logged) == 1 and "compare/table.json" in {
+        a.path for a in mlflow.MlflowClient().list_artifacts(logged[0].info.run_id, "compare")
+    }
+
 
 def test_a_nan_seed_fails_alone(repo):
     proc = _repeat(repo, "--seeds", "2", "--jobs", "2", env={"XP_FAULT_NAN_SEEDS": "2"})

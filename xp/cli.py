@@ -174,6 +174,59 @@ def report(run_id: str = typer.Argument(..., help="A repeat run id.")) -> None:
     _print_summary(summary)
 
 
+@app.command()
+def compare(
+    project: str = typer.Option(None, "--project", help="Only runs of this project."),
+    experiment: str = typer.Option(None, "--experiment", help="Only runs of this experiment."),
+    metric: str = typer.Option("test/f1", "--metric", help="The metric to rank by."),
+    filter_string: str = typer.Option(None, "--filter", help="An MLflow search filter."),
+    fmt: str = typer.Option("table", "--format", help="table, markdown, csv or json."),
+    plot: str = typer.Option(None, "--plot", help="Write a forest plot (PNG) here."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49),
+    log: bool = typer.Option(False, "--log", help="Record the comparison as a run."),
+) -> None:
+    """Rank configurations by their seeds, with intervals, ties and what differs."""
+    from xp.compare import fetch_runs, forest_plot, rank_groups, render, table_rows
+
+    if fmt not in ("table", "markdown", "csv", "json"):
+        _fail(f"--format {fmt}: use table, markdown, csv or json")
+    try:
+        from xp.track import configure_store
+
+        root = _repo_root()
+        configure_store(root)
+        result = rank_groups(fetch_runs(project, experiment, filter_string), metric, alpha)
+        if plot:
+            forest_plot(result, plot)
+        if log:
+            from xp.track import log_comparison
+
+            tables = render(result, "markdown"), render(result, "json")
+            run_id = log_comparison(project or experiment or "compare", root, result, *tables, plot)
+    except XpError as e:
+        _fail(str(e))
+    except Exception as e:  # a malformed --filter is MLflow's to explain
+        if type(e).__name__ == "MlflowException":
+            _fail(f"--filter: {str(e).splitlines()[0]}")
+        raise
+    if fmt != "table":
+        print(render(result, fmt), end="")
+    else:
+        from rich.table import Table
+
+        rows = table_rows(result)
+        table = Table(title=f"{result['metric']} by configuration ({result['n_runs']} runs)")
+        for col in rows[0]:
+            table.add_column(col)
+        for row in rows[1:]:
+            table.add_row(*row)
+        out.print(table)
+        for w in result["warnings"]:
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if log:
+        err.print(f"comparison recorded as run {run_id}", highlight=False)
+
+
 class _SeedProgress:
     """One progress bar per seed while a repeat trains."""
 

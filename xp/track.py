@@ -379,3 +379,21 @@ def scratch_dir(repo_root: Path, run_id: str) -> Path:
     path = repo_root / ".xp" / "runs" / run_id
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def log_comparison(
+    name: str, root: Path, result: dict, markdown: str, json_text: str, plot: str | None
+) -> str:
+    """Record a comparison as a run (`xp.kind = compare`) with its table and plot."""
+    tracker = start_tracker(True, name, root, tags={
+        "xp.kind": "compare", "xp.metric": result["metric"],
+        "xp.compared_groups": str(len(result["groups"])),
+    })  # fmt: skip
+    tracker.log_text(markdown, "compare/table.md")
+    tracker.log_text(json_text, "compare/table.json")
+    if plot:
+        import mlflow
+
+        mlflow.log_artifact(plot, "compare")
+    tracker.end("FINISHED")
+    return tracker.run_id

@@ -1,0 +1,97 @@
+"""Ranking with uncertainty, on constructed groups with known answers."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+from scipy import stats as sps
+
+from xp.compare import CompareError, rank_groups, render
+
+MD5 = "a" * 32
+
+
+def _runs(config, values, lr, outcome="ok", md5=MD5, metric="test/f1"):
+    return [
+        SimpleNamespace(
+            info=SimpleNamespace(run_id=f"{config}-{i}"),
+            data=SimpleNamespace(
+                tags={"xp.config_hash": config, "xp.outcome": outcome, "xp.data.test.md5": md5},
+                params={"optim.lr": lr, "train.epochs": "3", "seed": str(i), "seed.init": str(i)},
+                metrics={metric: v},
+            ),
+        )
+        for i, v in enumerate(values)
+    ]
+
+
+A = [0.90, 0.91, 0.92, 0.90, 0.91]
+B = [0.905, 0.91, 0.915, 0.90, 0.92]
+C = [0.80, 0.81, 0.79, 0.80, 0.82]
+
+
+def test_ranking_ties_and_holm_against_scipy():
+    runs = _runs("A", A, "1e-3") + _runs("B", B, "3e-4") + _runs("C", C, "1e-2")
+    result = rank_groups(runs, "test/f1")
+    by = {g["config_hash"]: g for g in result["groups"]}
+    top = max(("A", "B"), key=lambda k: by[k]["mean"])
+    other = "A" if top == "B" else "B"
+    assert by[top]["rank"] == 1 and by[other]["rank"] == 1 and by[other]["tied_with_top"]
+    assert by["C"]["rank"] == 3 and not by["C"]["tied_with_top"]
+    # Holm with two comparisons against the top, by hand from scipy's Welch p-values
+    vals = {"A": A, "B": B, "C": C}
+    p_other = sps.ttest_ind(vals[top], vals[other], equal_var=False, alternative="greater").pvalue
+    p_c = sps.ttest_ind(vals[top], C, equal_var=False, alternative="greater").pvalue
+    small, large = sorted([p_other, p_c])
+    holm = {small: min(1, 2 * small), large: min(1, max(2 * small, large))}
+    assert by["C"]["p_value_vs_top"] == pytest.approx(holm[p_c])
+    assert by[other]["p_value_vs_top"] == pytest.approx(holm[p_other])
+    assert by["C"]["prob_better_than_top"] == 0.0
+    assert by[top]["ci95_low"] == pytest.approx(
+        sps.t.interval(0.95, 4, loc=sum(vals[top]) / 5, scale=sps.sem(vals[top]))[0]
+    )
+    assert [g["config_hash"] for g in result["groups"]][-1] == "C"
+
+
+def test_what_differs_is_shown_not_the_whole_config():
+    runs = _runs("A", A, "1e-3") + _runs("C", C, "1e-2")
+    by = {g["config_hash"]: g for g in rank_groups(runs, "test/f1")["groups"]}
+    assert by["A"]["params"] == {"optim.lr": "1e-3"} and by["C"]["params"] == {"optim.lr": "1e-2"}
+
+
+def test_single_runs_are_listed_not_ranked_and_failed_runs_counted():
+    runs = _runs("A", A, "1e-3") + _runs("S", [0.99], "5e-3")
+    runs += _runs("A", [0.1, 0.2], "1e-3", outcome="failed")
+    result = rank_groups(runs, "test/f1")
+    by = {g["config_hash"]: g for g in result["groups"]}
+    assert by["S"]["no_uncertainty"] and by["S"]["rank"] is None
+    assert by["A"]["rank"] == 1 and by["A"]["n"] == 5 and by["A"]["failed"] == 2
+    assert result["n_failed"] == 2
+    assert any("one run" in w for w in result["warnings"])
+
+
+def test_groups_on_different_test_data_are_split_and_warned():
+    runs = _runs("A", A, "1e-3") + _runs("C", C, "1e-2", md5="b" * 32)
+    result = rank_groups(runs, "test/f1")
+    assert {g["rank"] for g in result["groups"]} == {1}  # each ranked within its own test set
+    assert any("test data differs" in w for w in result["warnings"])
+
+
+def test_lower_is_better_metrics_rank_the_smallest_first():
+    runs = _runs("A", A, "1e-3", metric="test/rmse") + _runs("C", C, "1e-2", metric="test/rmse")
+    by = {g["config_hash"]: g for g in rank_groups(runs, "test/rmse")["groups"]}
+    assert by["C"]["rank"] == 1 and by["A"]["rank"] == 2
+
+
+def test_json_output_schema():
+    runs = _runs("A", A, "1e-3") + _runs("C", C, "1e-2")
+    data = json.loads(render(rank_groups(runs, "test/f1"), "json"))
+    fields = {"rank", "config_hash", "n", "mean", "std", "ci95_low", "ci95_high", "p_value_vs_top",
+              "tied_with_top", "prob_better_than_top", "params", "failed"}  # fmt: skip
+    assert all(fields <= set(g) for g in data["groups"])
+    assert render(rank_groups(runs, "test/f1"), "csv").splitlines()[0].startswith("rank,")
+
+
+def test_nothing_to_compare_is_an_error():
+    with pytest.raises(CompareError, match="no successful training run reports test/f1"):
+        rank_groups(_runs("A", A, "1e-3", outcome="failed"), "test/f1")

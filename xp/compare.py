@@ -1,0 +1,248 @@
+"""Rank configurations by their seed distributions: fetch runs, group, rank with uncertainty.
+
+Returns data and prints nothing. Training runs are grouped by `xp.config_hash` (all seeds of one
+configuration, however they were started) and by the md5 of their test data: groups tested on
+different data are ranked separately, never against each other.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from xp import XpError, stats
+from xp.config import higher_is_better
+
+SUCCESS = ("ok", "early_stopped")
+
+
+class CompareError(XpError):
+    """Nothing to compare, or an unknown experiment."""
+
+
+def fetch_runs(
+    project: str | None = None, experiment: str | None = None, filter_string: str | None = None
+) -> list[Any]:
+    """Training runs (`xp.kind = train`) of a project and/or experiment, all pages.
+
+    Raises:
+        CompareError: the experiment does not exist.
+    """
+    import mlflow
+
+    from xp import track
+
+    clauses = ["tags.`xp.kind` = 'train'"]
+    if project:
+        clauses.append(f"tags.`xp.project` = '{project}'")
+    if filter_string:
+        clauses.append(filter_string)
+    experiment_ids = None
+    if experiment:
+        client = mlflow.MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None and experiment.isdigit():
+            exp = client.get_experiment(experiment)
+        if exp is None:
+            raise CompareError(f"unknown experiment {experiment!r}")
+        experiment_ids = [exp.experiment_id]
+    return track.search_runs(" and ".join(clauses), experiment_ids)
+
+
+def _value(run: Any, metric: str) -> float | None:
+    v = run.data.metrics.get(metric)
+    return v if v is not None and math.isfinite(v) else None
+
+
+def differing_params(groups: dict[Any, list[Any]]) -> dict[Any, dict[str, str]]:
+    """For each group, the params whose values differ across the groups (seeds left out)."""
+    reps = {key: runs[0].data.params for key, runs in groups.items()}
+    keys = set().union(*(p.keys() for p in reps.values())) if reps else set()
+    keys = {k for k in keys if k != "seed" and not k.startswith("seed.")}
+    differ = sorted(k for k in keys if len({p.get(k) for p in reps.values()}) > 1)
+    return {key: {k: p.get(k, "") for k in differ} for key, p in reps.items()}
+
+
+def _rank_partition(groups: list[dict[str, Any]], better_high: bool, alpha: float) -> None:
+    """Rank groups (in place) against the top group: Welch one-sided, Holm-adjusted, ties."""
+    sign = 1 if better_high else -1
+    rankable = [g for g in groups if g["n"] >= 2]
+    if not rankable:
+        return
+    rankable.sort(key=lambda g: -sign * g["mean"])
+    top = rankable[0]
+    others = rankable[1:]
+    pvals = [
+        stats.welch_test(top["_values"], g["_values"], "greater" if better_high else "less")[
+            "p_value"
+        ]
+        for g in others
+    ]
+    adjusted = stats.holm(pvals, alpha) if pvals else {"reject": [], "p_adjusted": []}
+    top.update(p_value_vs_top=None, tied_with_top=True, prob_better_than_top=None)
+    for g, p, reject in zip(others, adjusted["p_adjusted"], adjusted["reject"]):
+        g["p_value_vs_top"] = float(p)
+        g["tied_with_top"] = not reject
+        prob = stats.prob_improvement(g["_values"], top["_values"])
+        g["prob_better_than_top"] = prob if better_high else 1 - prob
+    rank = 1
+    for i, g in enumerate(rankable):
+        if g["tied_with_top"]:
+            g["rank"] = 1
+        else:
+            rank = max(rank, i + 1)
+            g["rank"] = rank
+
+
+def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, Any]:
+    """Group training runs by configuration and test data, and rank them with uncertainty.
+
+    Args:
+        runs: MLflow runs of training jobs.
+        metric: the metric to rank by (direction from its name).
+        alpha: family-wise error rate of the Holm-adjusted comparisons with the top group.
+
+    Returns:
+        {"metric", "higher_is_better", "groups": [...], "warnings": [...], "n_runs",
+        "n_failed"}; each group has rank, config_hash, test_md5, n, mean, std, ci95_low,
+        ci95_high, p_value_vs_top, tied_with_top, prob_better_than_top, params, failed,
+        no_uncertainty, run_ids. Groups are sorted by partition, then rank.
+
+    Raises:
+        CompareError: no run reports the metric.
+    """
+    better_high = higher_is_better(metric)
+    by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    failed: dict[tuple[str, str], int] = defaultdict(int)
+    for run in runs:
+        tags = run.data.tags
+        key = (tags.get("xp.config_hash", "?"), tags.get("xp.data.test.md5", "?"))
+        if tags.get("xp.outcome") in SUCCESS and _value(run, metric) is not None:
+            by_key[key].append(run)
+        else:
+            failed[key] += 1
+    if not by_key:
+        raise CompareError(f"no successful training run reports {metric} among {len(runs)} runs")
+    params = differing_params(by_key)
+    groups = []
+    for key, members in by_key.items():
+        values = [_value(r, metric) for r in members]
+        d = stats.describe(values)
+        low, high = stats.t_interval(values) if len(values) >= 2 else (None, None)
+        groups.append({
+            "rank": None, "config_hash": key[0], "test_md5": key[1], "n": len(values),
+            "mean": d["mean"], "std": d["std"] if len(values) >= 2 else None,
+            "ci95_low": low, "ci95_high": high, "p_value_vs_top": None, "tied_with_top": False,
+            "prob_better_than_top": None, "params": params[key], "failed": failed.get(key, 0),
+            "no_uncertainty": len(values) < 2, "run_ids": [r.info.run_id for r in members],
+            "_values": values,
+        })  # fmt: skip
+    partitions = sorted({g["test_md5"] for g in groups})
+    warnings = []
+    if len(partitions) > 1:
+        warnings.append(
+            f"test data differs between runs ({len(partitions)} test md5s): configurations are "
+            "ranked within each test set only; a better score on other data proves nothing"
+        )
+    for md5 in partitions:
+        _rank_partition([g for g in groups if g["test_md5"] == md5], better_high, alpha)
+    single = sum(g["no_uncertainty"] for g in groups)
+    if single:
+        warnings.append(
+            f"{single} configuration(s) have one run: listed, not ranked (no uncertainty)"
+        )
+    for key, n in failed.items():  # configurations whose every run failed still show up
+        if key not in by_key:
+            warnings.append(f"configuration {key[0]}: all {n} runs failed or lack {metric}")
+    sign = 1 if better_high else -1
+    groups.sort(key=lambda g: (partitions.index(g["test_md5"]), g["rank"] is None,
+                               g["rank"] or 0, -sign * g["mean"]))  # fmt: skip
+    for g in groups:
+        del g["_values"]
+    return {
+        "metric": metric, "higher_is_better": better_high, "alpha": alpha, "groups": groups,
+        "warnings": warnings, "n_runs": len(runs), "n_failed": sum(failed.values()),
+    }  # fmt: skip
+
+
+JSON_FIELDS = (
+    "rank", "config_hash", "n", "mean", "std", "ci95_low", "ci95_high",
+    "p_value_vs_top", "tied_with_top", "prob_better_than_top", "params", "failed",
+)  # fmt: skip
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.4f}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={val}" for k, val in v.items())
+    return str(v)
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """Header + one row per group (shared by the terminal table, markdown and csv)."""
+    head = ["rank", "config_hash", "n", "mean", "std", "95% CI", "p vs top (Holm)", "tied",
+            "P(better than top)", "failed", "differs"]  # fmt: skip
+    rows = [head]
+    for g in result["groups"]:
+        ci = "" if g["ci95_low"] is None else f"[{_cell(g['ci95_low'])}, {_cell(g['ci95_high'])}]"
+        rank = "no uncertainty" if g["no_uncertainty"] else _cell(g["rank"])
+        rows.append([
+            rank, g["config_hash"], str(g["n"]), _cell(g["mean"]), _cell(g["std"]), ci,
+            _cell(g["p_value_vs_top"]), _cell(g["tied_with_top"]),
+            _cell(g["prob_better_than_top"]), str(g["failed"]), _cell(g["params"]),
+        ])  # fmt: skip
+    return rows
+
+
+def render(result: dict[str, Any], fmt: str) -> str:
+    """The ranking as markdown, csv or json (the terminal table is drawn by the CLI)."""
+    import json
+
+    if fmt == "json":
+        out = [
+            {k: g[k] for k in (*JSON_FIELDS, "test_md5", "no_uncertainty")}
+            for g in result["groups"]
+        ]
+        return json.dumps({"metric": result["metric"], "groups": out,
+                           "warnings": result["warnings"]}, indent=2)  # fmt: skip
+    rows = table_rows(result)
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        csv.writer(buf).writerows(rows)
+        return buf.getvalue()
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += [f"\n> {w}" for w in result["warnings"]]
+    return "\n".join(lines) + "\n"
+
+
+def forest_plot(result: dict[str, Any], out: str) -> None:
+    """Means with 95% intervals, one line per configuration (best at the top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = result["groups"]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(groups) + 1.5))
+    for i, g in enumerate(groups):
+        y = len(groups) - i
+        color = "C0" if g["tied_with_top"] else ("C7" if g["no_uncertainty"] else "C3")
+        if g["ci95_low"] is not None:
+            ax.plot([g["ci95_low"], g["ci95_high"]], [y, y], color=color, lw=2)
+        ax.plot([g["mean"]], [y], "o", color=color)
+    labels = [f"{g['config_hash'][:8]} (n={g['n']})" for g in groups]
+    ax.set_yticks(range(len(groups), 0, -1), labels)
+    ax.set_xlabel(f"{result['metric']} (mean, 95% CI; blue: tied with the top)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
