@@ -170,14 +170,16 @@ def test_resume_refuses_other_code_or_data(repo):
     assert mlflow.get_run(killed.run_id).info.status == "KILLED"  # left as it was
 
 
+def _tiny_bert_config(repo, tiny_bert, project: str, rows: int, every: int):
+    overrides = [
+        f"model.name={tiny_bert}", f"data.train_limit={rows}", "train.epochs=1",
+        f"eval.every={every}", "optim.lr=0.001", "train.checkpoint_every=null",
+    ]  # fmt: skip
+    return load_config(project, overrides, repo / "projects")
+
+
 def test_text_classification_on_tiny_bert_logs_a_model_that_reads_text(repo, tiny_bert):
-    config = load_config(
-        "vader",
-        [f"model.name={tiny_bert}", "data.train_limit=256", "train.epochs=1", "eval.every=4",
-         "optim.lr=0.001", "train.checkpoint_every=null"],
-        repo / "projects",
-    )  # fmt: skip
-    result = train(config, repo)
+    result = train(_tiny_bert_config(repo, tiny_bert, "vader", 256, 4), repo)
     assert result.status in ("FINISHED", "FAILED") and result.steps == 8
     assert set(result.test) == {"loss", "accuracy", "precision", "recall", "f1"}
     run = mlflow.get_run(result.run_id)
@@ -188,13 +190,7 @@ def test_text_classification_on_tiny_bert_logs_a_model_that_reads_text(repo, tin
 
 
 def test_regression_on_tiny_bert_reports_mae_and_rmse(repo, tiny_bert):
-    config = load_config(
-        "vader_valence",
-        [f"model.name={tiny_bert}", "data.train_limit=128", "train.epochs=1", "eval.every=2",
-         "optim.lr=0.001", "train.checkpoint_every=null"],
-        repo / "projects",
-    )  # fmt: skip
-    result = train(config, repo, track=False)
+    result = train(_tiny_bert_config(repo, tiny_bert, "vader_valence", 128, 2), repo, track=False)
     assert set(result.test) == {"loss", "mae", "rmse"}
     assert result.test["rmse"] >= result.test["mae"] > 0
 

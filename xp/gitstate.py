@@ -256,20 +256,20 @@ def _tracked_diff(repo: Any, base: str) -> str:
     chunks = []
     for name in filter(None, names.split("\0")):
         spec = f":(top,literal){name}"
-        raw = repo.git.diff(
-            base,
-            *_DIFF_OPTS,
-            "--no-renames",
-            "--",
-            spec,
-            stdout_as_string=False,
-            strip_newline_in_stdout=False,
-        )
+        raw = _raw_diff(repo.git, base, spec)
         try:
             chunks.append(raw.decode("utf-8"))
         except UnicodeDecodeError:
             chunks.append(_forced_binary_diff(repo, base, spec))
     return "".join(chunks)
+
+
+def _raw_diff(git_cmd: Any, base: str, spec: str) -> bytes:
+    """`git diff <base> -- <spec>` as bytes, in the appliable form (_DIFF_OPTS)."""
+    return git_cmd.diff(
+        base, *_DIFF_OPTS, "--no-renames", "--", spec,
+        stdout_as_string=False, strip_newline_in_stdout=False,
+    )  # fmt: skip
 
 
 def _forced_binary_diff(repo: Any, base: str, spec: str) -> str:
@@ -278,15 +278,7 @@ def _forced_binary_diff(repo: Any, base: str, spec: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         attributes = Path(tmp, "attributes")
         attributes.write_text("* -diff\n")
-        raw = repo.git(c=f"core.attributesFile={attributes}").diff(
-            base,
-            *_DIFF_OPTS,
-            "--no-renames",
-            "--",
-            spec,
-            stdout_as_string=False,
-            strip_newline_in_stdout=False,
-        )
+        raw = _raw_diff(repo.git(c=f"core.attributesFile={attributes}"), base, spec)
     # A repo .gitattributes can override `-diff`; then this file's diff cannot be exact as text.
     return raw.decode("utf-8", errors="replace")
 
