@@ -152,7 +152,7 @@ def test_a_nan_seed_fails_alone(repo):
 
 
 def test_interrupted_repeat_resumes_killed_seeds(repo):
-    args = ["xp", "repeat", "digits", "train.epochs=12", "eval.every=5", "eval.patience=null",
+    args = ["xp", "repeat", "digits", "train.epochs=40", "eval.every=50", "eval.patience=null",
             "--seeds", "2",
             "--jobs", "2"]  # fmt: skip
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -167,14 +167,14 @@ def test_interrupted_repeat_resumes_killed_seeds(repo):
 
     from xp.track import children_of
 
+    logs = [repo / ".xp" / "runs" / parent_id / f"seed-{s}.log" for s in (1, 2)]
+
+    def under_way(log):  # the seed's own progress lines, written as it trains
+        return log.exists() and "progress " in log.read_text()
+
     deadline = time.time() + 120
-    while time.time() < deadline:  # wait until both seeds have logged some steps
-        kids = children_of(parent_id)
-        if len(kids) == 2 and all(
-            mlflow.MlflowClient().get_metric_history(k.info.run_id, "train/loss") for k in kids
-        ):
-            break
-        time.sleep(0.5)
+    while time.time() < deadline and not all(under_way(log) for log in logs):
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 130
@@ -190,7 +190,7 @@ def test_interrupted_repeat_resumes_killed_seeds(repo):
         steps = [
             m.step for m in mlflow.MlflowClient().get_metric_history(k.info.run_id, "train/loss")
         ]
-        assert sorted(steps) == list(range(1, 121))  # resumed, not restarted
+        assert sorted(steps) == list(range(1, 401))  # resumed, not restarted
 
 
 def test_seed_overrides_are_refused(repo):

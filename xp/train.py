@@ -329,9 +329,8 @@ def _fit(
     if resuming:
         if not checkpoint.exists(last_dir):
             tracker.download_artifacts("checkpoints", work.parent)
-        for d in (best_dir, last_dir):
-            if not checkpoint.exists(d):
-                raise XpError(f"run {tracker.run_id} has no {d.name} checkpoint to resume from")
+        if not checkpoint.exists(last_dir):  # (no best one yet if killed before an evaluation)
+            raise XpError(f"run {tracker.run_id} has no last checkpoint to resume from")
         saved = checkpoint.load_state(last_dir)
         checkpoint.load_weights(last_dir, model)
         optimizer.load_state_dict(saved["optimizer"])
