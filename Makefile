@@ -33,13 +33,16 @@ FROZEN := train.freeze_layers=3 optim.lr=0.01
 FULL_LLRD := optim.layer_decay=0.7
 
 demo: data
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train digits seed=1
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mlflow run . -e train -P project=digits -P seed=2 --env-manager local --experiment-name digits
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader seed=1
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xp train vader_valence seed=1
 	@export PATH="$(CURDIR)/$(BIN):$$PATH" NO_COLOR=1 && \
+	  first=$$(xp train digits seed=1 | tee /dev/stderr | awk '/^run [0-9a-f]+ /{print $$2}') && \
+	  mlflow run . -e train -P project=digits -P seed=2 --env-manager local --experiment-name digits && \
+	  xp train vader seed=1 && \
+	  xp train vader_valence seed=1 && \
 	  base=$$(xp repeat digits $(FROZEN) --seeds 5 --jobs 2 | tee /dev/stderr | awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}') && \
-	  xp repeat digits $(FULL_LLRD) --seeds 5 --jobs 2 --baseline $$base
+	  full=$$(xp repeat digits $(FULL_LLRD) --seeds 5 --jobs 2 --baseline $$base | tee /dev/stderr | awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}') && \
+	  (xp promote $$full --name digits-cnn || echo "(the promotion was refused: see its gates above)") && \
+	  MLFLOW_TRACKING_URI=sqlite:///mlflow.db python projects/digits/predict.py digits-cnn@champion && \
+	  xp reproduce $$first
 	@echo
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in mlruns/). To look at them:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db    # then open http://127.0.0.1:5000"

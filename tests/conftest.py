@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# before anything imports huggingface_hub, which reads it once: no hub calls from the tests
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 MAIN = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv running the tests: xp, mlflow, dvc live here
 
@@ -96,3 +99,28 @@ def _no_leaked_active_run():
 
     while mlflow.active_run() is not None:
         mlflow.end_run("FAILED")
+
+
+# two digits configurations a user would compare: 30 steps at the default LR, 80 steps at 3x it
+WEAK = ["train.epochs=3", "eval.every=5", "eval.patience=null"]
+STRONG = ["train.epochs=8", "eval.every=5", "eval.patience=null", "optim.lr=0.003"]
+
+
+@pytest.fixture(scope="session")
+def digits_groups(built_repo, tmp_path_factory):
+    """Two 3-seed `xp repeat` groups in one store (the strong one with the weak as baseline),
+    shared by the repeat, compare, promote and reproduce tests: seeds are the slow part."""
+    import re
+
+    base = tmp_path_factory.mktemp("groups")
+    repo = base / "repo"
+    shutil.copytree(built_repo, repo, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
+    ids, stdout = {}, {}
+    for name, args in (("weak", WEAK), ("strong", STRONG)):
+        extra = ["--baseline", ids["weak"]] if name == "strong" else []
+        proc = run(["xp", "repeat", "digits", *args, "--seeds", "3", "--jobs", "2", *extra],
+                   repo, env=env)  # fmt: skip
+        ids[name] = re.search(r"^repeat run ([0-9a-f]+)", proc.stdout, re.M).group(1)
+        stdout[name] = proc.stdout
+    return {"repo": repo, "env": env, "ids": ids, "stdout": stdout}

@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, run
+from tests.conftest import BIN, WEAK, run
 from xp import stats
 from xp.repeat import RepeatError, SeedRun, parse_seeds, plan_jobs, seed_runs, summarize
 
@@ -80,9 +80,10 @@ def _parent_id(stdout: str) -> str:
     return next(x.split()[2] for x in stdout.splitlines() if x.startswith("repeat run "))
 
 
-def test_repeat_records_parent_children_summary_and_reuses_on_rerun(repo):
-    proc = _repeat(repo, "--seeds", "3", "--jobs", "2")
-    parent_id = _parent_id(proc.stdout)
+def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_groups, monkeypatch):
+    repo, env, ids = digits_groups["repo"], digits_groups["env"], digits_groups["ids"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    parent_id = ids["weak"]
     parent = mlflow.get_run(parent_id)
     tags, metrics = parent.data.tags, parent.data.metrics
     assert tags["xp.kind"] == "repeat" and tags["xp.seeds"] == "1,2,3"
@@ -107,31 +108,30 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(repo):
     html = mlflow.artifacts.load_text(f"runs:/{parent_id}/report/report.html")
     assert "data:image/png;base64," in html
 
-    again = _repeat(repo, "--seeds", "3", "--jobs", "2")
+    again = run(["xp", "repeat", "digits", *WEAK, "--seeds", "3", "--jobs", "2"], repo, env=env)
     assert _parent_id(again.stdout) == parent_id and "resuming" in again.stdout
     assert len(_children(parent_id)) == 3  # nothing trained twice
 
-    rebuilt = run(["xp", "report", parent_id], repo)
+    rebuilt = run(["xp", "report", parent_id], repo, env=env)
     assert "test/f1" in rebuilt.stdout
 
-    # a second configuration, with the first as its baseline, gets a verdict
-    proc = _repeat(repo, "--seeds", "2", "--jobs", "2", "optim.lr=0.002", "--baseline", parent_id)
-    other = mlflow.get_run(_parent_id(proc.stdout))
-    assert other.data.tags["xp.verdict"] in ("holds", "does_not_hold", "inconclusive")
+    # the second configuration, with the first as its baseline, gets a verdict
+    other = mlflow.get_run(ids["strong"])
+    assert other.data.tags["xp.verdict"] == "holds"
     assert other.data.tags["xp.baseline"] == parent_id
-    assert "verdict:" in proc.stdout
+    assert "verdict: holds" in digits_groups["stdout"]["strong"]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(other.info.run_id, "report")}
     assert "report/baseline.png" in arts
 
     # the two configurations, ranked (issue 4): json from the CLI, and the mlflow entry point
     cmd = ["xp", "compare", "--project", "digits", "--format", "json", "--plot",
            str(repo / "forest.png"), "--log"]  # fmt: skip
-    ranked = json.loads(run(cmd, repo).stdout)
-    assert sorted(g["n"] for g in ranked["groups"]) == [2, 3]
-    assert {g["params"]["optim.lr"] for g in ranked["groups"]} == {"0.001", "0.002"}
+    ranked = json.loads(run(cmd, repo, env=env).stdout)
+    assert [g["n"] for g in ranked["groups"]] == [3, 3]  # reproductions are not extra seeds
+    assert [g["params"]["optim.lr"] for g in ranked["groups"]] == ["0.003", "0.001"]
     assert (repo / "forest.png").stat().st_size > 0
     run(["mlflow", "run", ".", "-e", "compare", "-P", "project=digits", "--env-manager", "local"],
-        repo)  # fmt: skip
+        repo, env=env)  # fmt: skip
     exps = [e.experiment_id for e in mlflow.MlflowClient().search_experiments()]
     logged = mlflow.search_runs(exps, "tags.`xp.kind` = 'compare'", output_format="list")
     assert len(logged) == 1 and "compare/table.json" in {

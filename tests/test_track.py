@@ -62,6 +62,7 @@ import sys
 from pathlib import Path
 from xp.track import start_tracker
 t = start_tracker(True, "concurrent", Path(sys.argv[1]))
+t.log_input("train", str(Path(sys.argv[1]) / "train.csv"), "0123abcd", "train")  # one dataset row
 for step in range(300):
     t.log_metrics({"m": step}, step)
     if step % 50 == 0:
@@ -73,6 +74,7 @@ print(t.run_id)
 
 
 def test_several_processes_log_at_once(tmp_path):
+    (tmp_path / "train.csv").write_text("x\n1\n")
     configure_store(tmp_path)
     mlflow.MlflowClient().search_experiments()  # create the schema once, as the repeat-runner does
     procs = [
@@ -88,6 +90,8 @@ def test_several_processes_log_at_once(tmp_path):
     client = mlflow.MlflowClient()
     for run_id in run_ids:
         assert len(client.get_metric_history(run_id, "m")) == 300
+        (inp,) = client.get_run(run_id).inputs.dataset_inputs  # all seeds share one dataset
+        assert inp.dataset.digest == "0123abcd"
 
 
 def test_resuming_an_unknown_run_is_a_clear_error(tmp_path):
@@ -102,3 +106,21 @@ def test_null_tracker_records_nothing(tmp_path):
     assert not Path(tmp_path / "mlflow.db").exists()
     with pytest.raises(TrackingError, match="tracking is off"):
         t.download_artifacts("checkpoints", tmp_path)
+
+
+def test_a_dataset_inserted_by_another_seed_a_moment_ago_is_retried(tmp_path, monkeypatch):
+    (tmp_path / "train.csv").write_text("x\n1\n")
+    tracker = start_tracker(True, "unit", tmp_path)
+    real, calls = mlflow.log_input, []
+
+    def racing(*args, **kwargs):  # what the second of two seeds starting together sees
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    tracker.log_input("train", str(tmp_path / "train.csv"), "0123abcd", "train")
+    tracker.end("FINISHED")
+    assert len(calls) == 2
+    assert mlflow.get_run(tracker.run_id).inputs.dataset_inputs[0].dataset.digest == "0123abcd"

@@ -227,6 +227,143 @@ def compare(
         err.print(f"comparison recorded as run {run_id}", highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def promote(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="A repeat run id (the evidence)."),
+    name: str = typer.Option(..., "--name", help="The registered model's name."),
+    alias: str = typer.Option("champion", "--alias", help="The alias to move to the new version."),
+    metric: str = typer.Option(None, "--metric", help="Default: the repeat's metric."),
+    min_seeds: int = typer.Option(5, "--min-seeds", min=1, help="Successful seeds needed."),
+    alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49, help="Significance level."),
+    max_failed: int = typer.Option(0, "--max-failed", min=0, help="Failed seeds tolerated."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the gates; change nothing."),
+) -> None:
+    """Register a repeat's representative model, only if every gate passes."""
+    from xp.registry import Policy, PromotionRefused
+    from xp.registry import promote as run_promote
+
+    try:
+        _, options = split_extra_args(list(ctx.args))  # `mlflow run -P dry_run=true`
+        dry_run = dry_run or options.pop("dry_run", "false").lower() in ("1", "true", "yes")
+        if options:
+            raise XpError(f"unknown option(s) for promote: {', '.join(options)}")
+        from xp.track import configure_store
+
+        configure_store(_repo_root())
+        policy = Policy(alias, metric, min_seeds, alpha, max_failed)
+        ev = run_promote(run_id, name, policy, dry_run=dry_run)
+    except PromotionRefused as e:
+        _print_gates(e.gates)
+        _tag_project_run({"xp.kind": "promote", "xp.group": run_id})
+        _fail(str(e), EXIT_FAILED_RUN)
+    except XpError as e:
+        _fail(str(e))
+    _print_gates(ev["gates"])
+    out.print(
+        f"{ev['metric']} {ev['mean']:.4f}, 95% CI [{ev['ci95_low']:.4f}, {ev['ci95_high']:.4f}] "
+        f"over {ev['n']} seeds; representative seed {ev['seed']} (run {ev['run_id']})",
+        highlight=False,
+    )
+    _tag_project_run(
+        {
+            "xp.kind": "promote",
+            "xp.group": run_id,
+            "xp.gates": ev["tags"]["xp.gates"],
+            "xp.promoted": f"{name}/{ev['version']}" if ev["version"] else "dry-run",
+        }
+    )
+    if ev["version"] is None:
+        verdict = "would pass" if ev["passed"] else "would be refused"
+        out.print(f"dry run: the promotion {verdict}; the registry is unchanged", highlight=False)
+        if not ev["passed"]:
+            raise typer.Exit(EXIT_FAILED_RUN)
+        return
+    out.print(
+        f"[green]registered[/] {name} version {ev['version']} as @{alias}"
+        + (f" (version {ev['current']} is now @previous)" if ev["current"] else ""),
+        highlight=False,
+    )
+    out.print(f'load it: mlflow.pyfunc.load_model("models:/{name}@{alias}")', highlight=False)
+
+
+@app.command()
+def reproduce(
+    run_id: str = typer.Argument(..., help="A training or repeat run id."),
+    tolerance: float = typer.Option(
+        0.0,
+        "--tolerance",
+        min=0.0,
+        help="Largest |difference| of a metric still 'within tolerance'.",
+    ),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds re-run at once (a repeat)."),
+) -> None:
+    """Re-run a recorded run from its record (commit, diff, data md5s, command) and compare."""
+    from xp.reproduce import DIFFERS
+    from xp.reproduce import reproduce as run_reproduce
+
+    try:
+        progress = _SeedProgress()
+        try:
+            result = run_reproduce(
+                run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
+                on_start=lambda new: out.print(f"reproducing {run_id} as run {new}",
+                                               highlight=False),
+            )  # fmt: skip
+        finally:
+            progress.close()
+    except KeyboardInterrupt:
+        _fail("interrupted: the reproduction is incomplete", 130)
+    except XpError as e:
+        _fail(str(e))
+    from rich.table import Table
+
+    table = Table(title=f"run {run_id} reproduced as {result['reproduction']}")
+    for col in ("metric", "original", "reproduced", "difference"):
+        table.add_column(col)
+    for r in result["rows"]:
+        table.add_row(r["metric"], *(_cell(r[k]) for k in ("original", "reproduced", "diff")))
+    out.print(table)
+    for m in result["mismatches"]:
+        err.print(f"[yellow]record differs:[/] {m}", highlight=False)
+    _tag_project_run({"xp.kind": "reproduce", "xp.reproduces": run_id,
+                      "xp.reproduce.verdict": result["verdict"],
+                      "xp.reproduction": result["reproduction"]})  # fmt: skip
+    out.print(f"verdict: [bold]{result['verdict']}[/] (tolerance {tolerance:g})", highlight=False)
+    if result["verdict"] == DIFFERS:
+        raise typer.Exit(EXIT_FAILED_RUN)
+
+
+def _cell(x) -> str:
+    if x is None:
+        return "missing"
+    return x if isinstance(x, str) else f"{x:.6g}"
+
+
+def _print_gates(gates) -> None:
+    from rich.table import Table
+
+    table = Table(title="promotion gates")
+    for col in ("gate", "passed", "value", "needs"):
+        table.add_column(col)
+    for g in gates:
+        mark = "[green]yes[/]" if g.passed else "[bold red]no[/]"
+        table.add_row(g.name, mark, str(g.value), g.threshold)
+    out.print(table)
+
+
+def _tag_project_run(tags: dict) -> None:
+    """Under `mlflow run`, the entry point's own run records what the verb did."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for k, v in tags.items():
+        client.set_tag(run_id, k, str(v))
+
+
 class _SeedProgress:
     """One progress bar per seed while a repeat trains."""
 

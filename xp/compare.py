@@ -26,6 +26,9 @@ def fetch_runs(
 ) -> list[Any]:
     """Training runs (`xp.kind = train`) of a project and/or experiment, all pages.
 
+    Reproductions (`xp.reproduces`) are left out: a re-run of the same seed is not another seed,
+    and counting it would shrink every interval for nothing.
+
     Raises:
         CompareError: the experiment does not exist.
     """
@@ -47,7 +50,8 @@ def fetch_runs(
         if exp is None:
             raise CompareError(f"unknown experiment {experiment!r}")
         experiment_ids = [exp.experiment_id]
-    return track.search_runs(" and ".join(clauses), experiment_ids)
+    runs = track.search_runs(" and ".join(clauses), experiment_ids)
+    return [r for r in runs if "xp.reproduces" not in r.data.tags]
 
 
 def _value(run: Any, metric: str) -> float | None:

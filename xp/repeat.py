@@ -254,7 +254,8 @@ def find_parent(experiment_id: str, tags: dict[str, str]) -> str | None:
 
     filt = (f"tags.`xp.kind` = 'repeat' and tags.`xp.config_hash` = '{tags['xp.config_hash']}'"
             f" and tags.`xp.git.commit` = '{tags['xp.git.commit']}'")  # fmt: skip
-    found = [r for r in track.search_runs(filt, [experiment_id]) if _same_provenance(r, tags)]
+    found = [r for r in track.search_runs(filt, [experiment_id])
+             if _same_provenance(r, tags) and "xp.reproduces" not in r.data.tags]  # fmt: skip
     found.sort(key=lambda r: r.info.start_time)
     return found[-1].info.run_id if found else None
 

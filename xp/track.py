@@ -177,7 +177,18 @@ class MlflowTracker:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MLflow warns that two local sources match
             source = resolve_dataset_source(path)
-        self._mlflow.log_input(MetaDataset(source, name=name, digest=md5), context=context)
+        dataset = MetaDataset(source, name=name, digest=md5)
+        for attempt in range(5):
+            try:
+                self._mlflow.log_input(dataset, context=context)
+                return
+            except Exception as e:
+                # MLflow checks for the experiment's dataset, then inserts it: two seeds starting
+                # at once both insert, and the second hits the UNIQUE constraint. Once the row
+                # exists, a retry links to it.
+                if "UNIQUE constraint failed" not in str(e) or attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def log_model(self, model: Any, flavor: str, **kwargs: Any) -> str:
         """Log a model named `model` with the given flavor; returns its model URI.

@@ -103,19 +103,6 @@ def test_mlflow_run_records_the_whole_training_run(repo):
     assert np.asarray(pred).shape == (4, 5)
 
 
-def test_dirty_tree_records_its_diff_and_untracked_source(repo):
-    (repo / "projects/digits/config.yaml").write_text(
-        (repo / "projects/digits/config.yaml").read_text().replace("epochs: 15", "epochs: 2")
-    )
-    (repo / "scratch_idea.py").write_text("print('an idea')\n")
-    run(["xp", "train", "digits", "eval.every=5"], repo)
-    (r,) = _runs()
-    assert r.data.tags["xp.git.dirty"] == "true"
-    diff = mlflow.artifacts.load_text(f"runs:/{r.info.run_id}/provenance/git.diff")
-    assert "-  epochs: 15" in diff and "+  epochs: 2" in diff
-    assert "scratch_idea.py" in diff and "+print('an idea')" in diff
-
-
 def test_a_modified_data_file_is_recorded_as_modified(repo):
     import numpy as np
 

@@ -1,0 +1,113 @@
+"""Reproduce: rebuild a recorded run's code and data, re-run it, compare every final metric."""
+
+import math
+import re
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+
+from tests.conftest import FAST_DIGITS, git, run
+from xp.reproduce import DIFFERS, IDENTICAL, WITHIN, compare_record, compare_values, overall
+
+
+def test_verdicts_identical_within_tolerance_and_differs():
+    same = compare_values({"test/f1": 0.8, "x": math.nan}, {"test/f1": 0.8, "x": math.nan}, 0.0)
+    assert overall(same, []) == IDENTICAL and [r["diff"] for r in same] == [0.0, 0.0]
+    close = compare_values({"test/f1": 0.8}, {"test/f1": 0.8 + 1e-7}, 1e-6)
+    assert overall(close, []) == WITHIN and close[0]["diff"] == pytest.approx(1e-7)
+    assert overall(compare_values({"test/f1": 0.8}, {"test/f1": 0.81}, 1e-6), []) == DIFFERS
+    missing = compare_values({"test/f1": 0.8}, {}, 1.0)
+    assert missing[0]["reproduced"] is None and overall(missing, []) == DIFFERS
+    assert overall(same, ["xp.git.commit: a -> b"]) == DIFFERS
+    assert compare_record({"xp.data.train.md5": "a", "xp.config_hash": "h"},
+                          {"xp.data.train.md5": "b", "xp.config_hash": "h"}) == [
+        "xp.data.train.md5: a -> b"]  # fmt: skip
+
+
+def _run_id(stdout: str) -> str:
+    return re.search(r"^run ([0-9a-f]{32})", stdout, re.M).group(1)
+
+
+def test_reproduce_after_code_and_data_changed_is_identical(repo, tmp_path):
+    # recorded on a dirty tree: the diff is part of the record
+    cfg = repo / "projects/digits/config.yaml"
+    cfg.write_text(cfg.read_text().replace("dropout: 0.1 ", "dropout: 0.2 "))
+    (repo / "xp/scratch_idea.py").write_text("print('an idea')\n")  # untracked source
+    original_id = _run_id(run(["xp", "train", "digits", "seed=3", *FAST_DIGITS], repo).stdout)
+    original = mlflow.get_run(original_id)
+    assert original.data.tags["xp.git.dirty"] == "true"
+    diff = mlflow.artifacts.load_text(f"runs:/{original_id}/provenance/git.diff")
+    assert "-  dropout: 0.1 " in diff and "+  dropout: 0.2 " in diff
+    assert "xp/scratch_idea.py" in diff and "+print('an idea')" in diff
+    git(repo, "checkout", "--", "projects/digits/config.yaml")
+    (repo / "xp/scratch_idea.py").unlink()
+
+    # then the trainer changes (a new commit), the data is edited, and the DVC cache is gone:
+    # the data comes back from the DVC remote
+    trainer = repo / "xp/train.py"
+    trainer.write_text(trainer.read_text().replace(
+        "cross_entropy(logits.float(), labels)", "cross_entropy(logits.float(), labels, "
+        "label_smoothing=0.1)"))  # fmt: skip
+    git(repo, "commit", "-qam", "label smoothing")
+    with np.load(repo / "data/digits/train.npz") as z:
+        np.savez(repo / "data/digits/train.npz", X=z["X"][:150], y=z["y"][:150])
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "dvc-remote")], repo)
+    run(["dvc", "push", "-q"], repo)
+    shutil.rmtree(repo / ".dvc/cache")
+
+    cmd = ["mlflow", "run", ".", "-e", "reproduce", "-P", f"run_id={original_id}",
+           "--env-manager", "local"]  # fmt: skip
+    proc = run(cmd, repo)
+    assert "verdict: identical" in proc.stdout, proc.stdout
+    new = mlflow.search_runs(
+        [original.info.experiment_id], f"tags.`xp.reproduces` = '{original_id}'",
+        output_format="list",
+    )  # fmt: skip
+    assert len(new) == 1
+    tags = new[0].data.tags
+    assert tags["xp.reproduce.verdict"] == "identical"
+    assert tags["xp.git.commit"] == original.data.tags["xp.git.commit"]
+    assert tags["xp.git.diff_md5"] == original.data.tags["xp.git.diff_md5"]
+    assert tags["xp.data.train.md5"] == original.data.tags["xp.data.train.md5"]
+    assert new[0].data.metrics["test/f1"] == original.data.metrics["test/f1"]
+    table = mlflow.artifacts.load_text(f"runs:/{new[0].info.run_id}/reproduce/comparison.md")
+    assert "| test/f1 |" in table and "identical" in table
+    assert git(repo, "worktree", "list").count("\n") == 0  # the worktree is gone
+    assert git(repo, "log", "-1", "--format=%s") == "label smoothing"  # the tree is untouched
+
+
+def _recorded_run(tags: dict) -> str:
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("digits")
+    r = client.create_run(exp, tags={"xp.kind": "train", "xp.command": "xp train digits", **tags})
+    client.set_terminated(r.info.run_id, "FINISHED")
+    return r.info.run_id
+
+
+def test_a_removed_commit_fails_with_its_clear_error(repo):
+    (repo / "notes.txt").write_text("an experiment branch\n")
+    git(repo, "add", "notes.txt")
+    git(repo, "commit", "-qm", "soon gone")
+    gone = git(repo, "rev-parse", "HEAD")
+    git(repo, "reset", "-q", "--hard", "HEAD~1")
+    git(repo, "reflog", "expire", "--expire=now", "--all")
+    git(repo, "gc", "-q", "--prune=now")
+    run_id = _recorded_run({"xp.git.commit": gone, "xp.git.dirty": "false"})
+    proc = run(["xp", "reproduce", run_id], repo, check=False)
+    assert proc.returncode == 2
+    assert f"commit {gone} of run {run_id} no longer exists" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_data_in_neither_cache_nor_remote_says_which(repo):
+    head = git(repo, "rev-parse", "HEAD")
+    run_id = _recorded_run({"xp.git.commit": head, "xp.git.dirty": "false",
+                            "xp.data.train.path": "data/digits/train.npz",
+                            "xp.data.train.md5": "0" * 32})  # fmt: skip
+    proc = run(["xp", "reproduce", run_id], repo, check=False)
+    assert proc.returncode == 2
+    assert "data train (data/digits/train.npz, md5 " + "0" * 32 + ") is in neither" in proc.stderr
+    assert "none is configured" in proc.stderr
+    assert git(repo, "worktree", "list").count("\n") == 0

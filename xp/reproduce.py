@@ -1,0 +1,411 @@
+"""Re-run a recorded run from its record alone and check that it comes out the same.
+
+The record names everything: the commit and the uncommitted diff (code), the DVC md5 of every
+data file (data), the command with its overrides and seeds (config). Reproducing builds that
+code in a git worktree, puts that data in it from the DVC cache (or the default DVC remote),
+runs the recorded command there into a new run tagged `xp.reproduces=<run id>`, and compares
+every final metric. The user's working tree is never touched, so this works after the code,
+the data and the tree have all moved on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from xp import XpError
+
+IDENTICAL, WITHIN, DIFFERS = "identical", "within tolerance", "differs"
+RECORD_KEYS = ("xp.config_hash", "xp.git.commit", "xp.git.diff_md5")  # must come out equal
+
+
+class ReproduceError(XpError):
+    """A run that cannot be rebuilt: its commit, diff or data can no longer be found."""
+
+
+# -- comparing ----------------------------------------------------------------------------------
+def compare_values(
+    original: dict[str, float], reproduced: dict[str, float], tolerance: float, prefix: str = ""
+) -> list[dict[str, Any]]:
+    """One row per metric of the original: original, reproduced, difference, verdict."""
+    rows = []
+    for key in sorted(original):
+        a, b = original[key], reproduced.get(key)
+        if b is None:
+            diff, verdict = None, DIFFERS
+        elif a == b or (math.isnan(a) and math.isnan(b)):
+            diff, verdict = 0.0, IDENTICAL
+        else:
+            diff = b - a
+            verdict = WITHIN if abs(diff) <= tolerance else DIFFERS
+        rows.append({"metric": prefix + key, "original": a, "reproduced": b, "diff": diff,
+                     "verdict": verdict})  # fmt: skip
+    return rows
+
+
+def compare_record(original: dict[str, str], reproduced: dict[str, str]) -> list[str]:
+    """Record names (config hash, commit, diff, data md5s) that came out different."""
+    keys = [*RECORD_KEYS, *(k for k in original if k.startswith("xp.data.") and k.endswith(".md5"))]
+    return [f"{k}: {original.get(k)} -> {reproduced.get(k)}" for k in keys
+            if original.get(k) != reproduced.get(k)]  # fmt: skip
+
+
+def overall(rows: list[dict[str, Any]], mismatches: list[str]) -> str:
+    """`identical` when every row is, `differs` when any row (or the record) does."""
+    if mismatches or not rows or any(r["verdict"] == DIFFERS for r in rows):
+        return DIFFERS
+    return IDENTICAL if all(r["verdict"] == IDENTICAL for r in rows) else WITHIN
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (logged as `reproduce/comparison.md`)."""
+    lines = [f"# Reproduction of run {result['original']}", "",
+             f"Verdict: **{result['verdict']}** (tolerance {result['tolerance']:g})", "",
+             "| metric | original | reproduced | difference |", "|---|---|---|---|"]  # fmt: skip
+    for r in result["rows"]:
+        lines.append(f"| {r['metric']} | {_fmt(r['original'])} | {_fmt(r['reproduced'])} | "
+                     f"{_fmt(r['diff'])} |")  # fmt: skip
+    for m in result["mismatches"]:
+        lines.append(f"\nRecord differs: {m}")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(x: float | str | None) -> str:
+    if x is None:
+        return "missing"
+    return x if isinstance(x, str) else f"{x:.6g}"
+
+
+# -- rebuilding code and data -------------------------------------------------------------------
+def _git(root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, text=True)
+
+
+def check_commit(root: Path, commit: str | None, run_id: str, remote: str | None) -> None:
+    """Raise when the recorded commit is not in this repository."""
+    if not commit or commit == "none":
+        raise ReproduceError(f"run {run_id} recorded no git commit: its code cannot be rebuilt")
+    if _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
+        fetch = f"`git fetch {remote}`" if remote else "`git fetch` from where it was pushed"
+        raise ReproduceError(
+            f"commit {commit} of run {run_id} no longer exists in {root} (rewritten by a rebase "
+            f"or reset and garbage-collected?); {fetch} or restore the branch that had it"
+        )
+
+
+def build_worktree(root: Path, commit: str, diff: str | None, dest: Path) -> Path:
+    """A detached git worktree at `commit` with the recorded diff applied; returns its path."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    proc = _git(root, "worktree", "add", "--detach", "--force", str(dest), commit)
+    if proc.returncode != 0:
+        raise ReproduceError(f"git worktree add {commit} failed: {proc.stderr.strip()}")
+    if diff:
+        proc = _git(dest, "apply", "--whitespace=nowarn", "-", stdin=diff)
+        if proc.returncode != 0:
+            raise ReproduceError(
+                f"the recorded diff does not apply on {commit}: {proc.stderr.strip()}"
+            )
+    return dest
+
+
+def remove_worktree(root: Path, path: Path) -> None:
+    """Remove a worktree made by `build_worktree` (its logs live outside it)."""
+    _git(root, "worktree", "remove", "--force", str(path))
+    shutil.rmtree(path, ignore_errors=True)
+    _git(root, "worktree", "prune")
+
+
+def place_data(root: Path, data: dict[str, dict[str, str]], dest: Path, commit: str) -> None:
+    """Check out every recorded data version into `dest` from the DVC cache or remote.
+
+    Args:
+        root: the repository whose DVC cache (and default remote) hold the data.
+        data: name -> {"path" (relative to the repo root), "md5" (DVC hash)}.
+        dest: the worktree to fill.
+        commit: the recorded commit (for the error message).
+
+    Raises:
+        ReproduceError: a version is in neither the cache nor the remote.
+    """
+    from dvc.fs import LocalFileSystem
+    from dvc.repo import Repo
+    from dvc_data.hashfile import load
+    from dvc_data.hashfile.checkout import checkout
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    with Repo(str(root)) as repo:
+        odb = repo.cache.local
+        for name, version in data.items():
+            hash_info = HashInfo("md5", version["md5"])
+            if not _cached(odb, hash_info):
+                where = _pull(repo, hash_info)
+                if not _cached(odb, hash_info):
+                    raise ReproduceError(
+                        f"data {name} ({version['path']}, md5 {version['md5']}) is in neither "
+                        f"the DVC cache ({odb.path}) nor {where}; `dvc push` it from a machine "
+                        f"that has it, or rebuild it at commit {commit[:12]} with `dvc repro`"
+                    )
+            target = dest / version["path"]
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            checkout(str(target), LocalFileSystem(), load(odb, hash_info), odb)
+    # DVC inside the worktree shares this cache (git-ignored .dvc/config.local)
+    (dest / ".dvc").mkdir(exist_ok=True)
+    cache = root / ".dvc" / "cache"
+    (dest / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache.resolve()}\n")
+
+
+def _cached(odb: Any, hash_info: Any) -> bool:
+    if not odb.exists(hash_info.value):
+        return False
+    if not hash_info.isdir:
+        return True
+    from dvc_data.hashfile.tree import Tree
+
+    return all(odb.exists(h.value) for _, _, h in Tree.load(odb, hash_info))
+
+
+def _pull(repo: Any, hash_info: Any) -> str:
+    """Fetch one object (a directory with its files) from the default remote; says which."""
+    from dvc.config import NoRemoteError
+
+    try:
+        repo.cloud.pull([hash_info])
+        if hash_info.isdir and repo.cache.local.exists(hash_info.value):
+            from dvc_data.hashfile.tree import Tree
+
+            repo.cloud.pull([h for _, _, h in Tree.load(repo.cache.local, hash_info)])
+    except NoRemoteError:
+        return "a DVC remote (none is configured)"
+    except Exception as e:  # unreachable remote: say so, the data is still missing
+        return f"the default DVC remote ({type(e).__name__}: {str(e).splitlines()[0]})"
+    return f"the default DVC remote ({repo.config['core'].get('remote')})"
+
+
+# -- the job ------------------------------------------------------------------------------------
+def _data_of(tags: dict[str, str]) -> dict[str, dict[str, str]]:
+    names = [k[len("xp.data.") : -len(".path")] for k in tags
+             if k.startswith("xp.data.") and k.endswith(".path")]  # fmt: skip
+    return {n: {"path": tags[f"xp.data.{n}.path"], "md5": tags[f"xp.data.{n}.md5"]}
+            for n in names if tags.get(f"xp.data.{n}.md5")}  # fmt: skip
+
+
+def _new_run(experiment_id: str, original: Any, tags: dict[str, str]) -> str:
+    import mlflow
+
+    name = f"reproduce-{original.info.run_name or original.info.run_id[:8]}"
+    run = mlflow.MlflowClient().create_run(
+        experiment_id, tags={"mlflow.runName": name, "xp.reproduces": original.info.run_id, **tags}
+    )
+    return run.info.run_id
+
+
+def reproduce(
+    run_id: str,
+    root: Path,
+    *,
+    tolerance: float = 0.0,
+    jobs: int = 1,
+    on_event: Any = None,
+    on_start: Any = None,
+) -> dict[str, Any]:
+    """Rebuild a training or repeat run's code and data, re-run it, and compare the outcomes.
+
+    Args:
+        run_id: a training run (`xp.kind = train`) or a repeat run (every seed is re-run).
+        root: the repository root (its git objects and DVC cache hold the recorded versions).
+        tolerance: largest absolute difference of a metric still `within tolerance`.
+        jobs: seeds re-run at once (a repeat).
+        on_event: progress callback of the executor (seed, kind, info).
+        on_start: called with the new run's id once it exists.
+
+    Returns:
+        {"original", "reproduction" (new run id), "kind", "verdict", "tolerance", "rows",
+        "mismatches", "seeds" (per-seed verdicts of a repeat), "log_dir"}.
+
+    Raises:
+        ReproduceError: the commit, diff or data is gone; the run is still running or killed.
+        TrackingError: unknown run id.
+    """
+    from xp import track
+    from xp.executor import LocalExecutor, SeedJob
+
+    track.configure_store(root)
+    original = track.get_run(run_id)
+    tags = original.data.tags
+    kind = tags.get("xp.kind")
+    if kind not in ("train", "repeat"):
+        raise ReproduceError(f"run {run_id} is a {kind} run; reproduce a train or repeat run")
+    if original.info.status in ("RUNNING", "KILLED"):
+        raise ReproduceError(
+            f"run {run_id} is {original.info.status}: finish it first (`xp train ... --resume` "
+            f"or the same `xp repeat` command), then reproduce it"
+        )
+    commit = tags.get("xp.git.commit")
+    check_commit(root, commit, run_id, tags.get("xp.git.remote"))
+    diff = None
+    if tags.get("xp.git.dirty") == "true":
+        try:
+            diff = track.recorded_text(_diff_holder(original), "provenance/git.diff")
+        except XpError:
+            raise ReproduceError(
+                f"run {run_id} ran on a dirty tree but its diff was not recorded"
+            ) from None
+    children = _originals(original)
+    data = {}
+    for child in children:
+        data.update(_data_of(child.data.tags))
+    work = root / ".xp" / "reproduce" / f"{run_id[:12]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    code = build_worktree(root, commit, diff, work / "code")
+    try:
+        place_data(root, data, code, commit)
+        experiment = original.info.experiment_id
+        group = None
+        if kind == "repeat":
+            group = _new_run(experiment, original, _repeat_tags(tags))
+            _copy_repeat_record(original, group)
+        new_ids = {}
+        jobs_list = []
+        for child in children:
+            seed = int(child.data.params.get("seed", 0))
+            links = {"xp.group": group, "mlflow.parentRunId": group} if group else {}
+            new_ids[seed] = _new_run(experiment, child, links)
+            args = shlex.split(child.data.tags["xp.command"])[2:]  # after `xp train`
+            if group:
+                args += ["--group", group]
+            env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
+                   "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}  # fmt: skip
+            jobs_list.append(SeedJob(seed, args, env=env, log=work / f"seed-{seed}.log"))
+        if on_start:
+            on_start(group or new_ids[jobs_list[0].seed])
+        LocalExecutor(jobs, cwd=code).run(jobs_list, on_event or (lambda *a: None))
+        for new_id in new_ids.values():  # a seed that crashed before training: say so
+            if track.get_run(new_id).info.status == "RUNNING":
+                _end_run(new_id, "FAILED")
+        if group:
+            from xp.repeat import rebuild_report
+
+            rebuild_report(group, root)
+            _end_run(group, "FINISHED")
+    finally:
+        remove_worktree(root, code)
+    return _verdicts(original, children, group, new_ids, tolerance, work)
+
+
+def _diff_holder(original: Any) -> str:
+    """The run whose artifacts hold the diff (a repeat's seeds carry it)."""
+    if original.data.tags.get("xp.kind") != "repeat":
+        return original.info.run_id
+    return _originals(original)[0].info.run_id
+
+
+def _originals(original: Any) -> list[Any]:
+    """The training runs to re-run: the run itself, or the latest run of each repeat seed."""
+    if original.data.tags.get("xp.kind") != "repeat":
+        return [original]
+    from xp import track
+    from xp.repeat import seed_runs
+
+    seeds = [int(s) for s in original.data.tags["xp.seeds"].split(",")]
+    runs = [r for r in seed_runs(track.children_of(original.info.run_id), seeds) if r.run_id]
+    if not runs:
+        raise ReproduceError(f"repeat run {original.info.run_id} has no seed runs to re-run")
+    return [track.get_run(r.run_id) for r in runs]
+
+
+def _repeat_tags(tags: dict[str, str]) -> dict[str, str]:
+    skip = ("xp.verdict", "xp.failed_seeds", "xp.promoted")
+    return {k: v for k, v in tags.items() if k.startswith("xp.") and k not in skip
+            and not k.startswith("xp.reproduce")}  # fmt: skip
+
+
+def _copy_repeat_record(original: Any, new_id: str) -> None:
+    """The new parent carries the original's params and config, as `xp repeat` records them."""
+    import mlflow
+    from mlflow.entities import Param
+
+    from xp import track
+
+    client = mlflow.MlflowClient()
+    params = [Param(k, v) for k, v in original.data.params.items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(new_id, params=params[i : i + 100])
+    try:
+        client.log_text(new_id, track.recorded_text(original.info.run_id, "config.yaml"),
+                        "config.yaml")  # fmt: skip
+    except XpError:
+        pass  # an older repeat without its config artifact: the params still say it all
+
+
+def _end_run(run_id: str, status: str) -> None:
+    """Close a run created by `create_run` (no fluent run is active here)."""
+    import mlflow
+
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+def _verdicts(
+    original: Any, children: list[Any], group: str | None, new_ids: dict[int, str],
+    tolerance: float, work: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Compare each seed (and a repeat's summary), record the verdicts on the new runs."""
+    from xp import track
+
+    rows, mismatches, per_seed = [], [], {}
+    for child in children:
+        seed = int(child.data.params.get("seed", 0))
+        new = track.get_run(new_ids[seed])
+        prefix = f"seed {seed}: " if group else ""
+        seed_rows = compare_values(child.data.metrics, new.data.metrics, tolerance, prefix)
+        seed_rows.append(_outcome_row(child, new, prefix))
+        seed_mismatch = compare_record(child.data.tags, new.data.tags)
+        per_seed[seed] = overall(seed_rows, seed_mismatch)
+        rows += seed_rows
+        mismatches += [prefix + m for m in seed_mismatch]
+        _record(new_ids[seed], child.info.run_id, seed_rows, seed_mismatch, tolerance)
+    if group:
+        new_group = track.get_run(group).data.metrics
+        summary = compare_values(original.data.metrics, new_group, tolerance)
+        rows = summary + rows
+    result = {"original": original.info.run_id, "reproduction": group or new_ids[seed],
+              "kind": original.data.tags["xp.kind"], "verdict": overall(rows, mismatches),
+              "tolerance": tolerance, "rows": rows, "mismatches": mismatches,
+              "seeds": per_seed, "log_dir": str(work)}  # fmt: skip
+    if group:
+        _record(group, original.info.run_id, rows, mismatches, tolerance)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "comparison.md").write_text(to_markdown(result))
+    return result
+
+
+def _outcome_row(child: Any, new: Any, prefix: str) -> dict[str, Any]:
+    a, b = child.data.tags.get("xp.outcome"), new.data.tags.get("xp.outcome")
+    return {"metric": prefix + "outcome", "original": a, "reproduced": b, "diff": None,
+            "verdict": IDENTICAL if a == b else DIFFERS}  # fmt: skip
+
+
+def _record(run_id: str, original_id: str, rows: list, mismatches: list, tolerance: float) -> None:
+    """Tags and artifacts of the comparison on the reproducing run."""
+    import mlflow
+
+    result = {"original": original_id, "verdict": overall(rows, mismatches),
+              "tolerance": tolerance, "rows": rows, "mismatches": mismatches}  # fmt: skip
+    diffs = [abs(r["diff"]) for r in rows if isinstance(r["diff"], float)]
+    client = mlflow.MlflowClient()
+    tags = {"xp.reproduces": original_id, "xp.reproduce.verdict": result["verdict"],
+            "xp.reproduce.tolerance": f"{tolerance:g}",
+            "xp.reproduce.max_abs_diff": f"{max(diffs, default=0.0):.6g}"}  # fmt: skip
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.log_text(run_id, to_markdown(result), "reproduce/comparison.md")
+    client.log_text(run_id, json.dumps(result, indent=2, default=str), "reproduce/comparison.json")
