@@ -267,10 +267,10 @@ def reproduce(
         data.update(_data_of(child.data.tags))
     work = root / ".xp" / "reproduce" / f"{run_id[:12]}-{time.strftime('%Y%m%d-%H%M%S')}"
     code = build_worktree(root, commit, diff, work / "code")
+    group = None
     try:
         place_data(root, data, code, commit)
         experiment = original.info.experiment_id
-        group = None
         if kind == "repeat":
             group = _new_run(experiment, original, _repeat_tags(tags))
             _copy_repeat_record(original, group)
@@ -280,7 +280,10 @@ def reproduce(
             seed = int(child.data.params.get("seed", 0))
             links = {"xp.group": group, "mlflow.parentRunId": group} if group else {}
             new_ids[seed] = _new_run(experiment, child, links)
-            args = shlex.split(child.data.tags["xp.command"])[2:]  # after `xp train`
+            command = child.data.tags.get("xp.command", "")
+            if not command.startswith("xp train"):
+                raise ReproduceError(f"run {child.info.run_id} recorded no `xp train` command")
+            args = shlex.split(command)[2:]  # after `xp train`
             if group:
                 args += ["--group", group]
             env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
@@ -297,6 +300,10 @@ def reproduce(
 
             rebuild_report(group, root)
             _end_run(group, "FINISHED")
+    except KeyboardInterrupt:  # the seeds saved what they had and ended KILLED
+        if group:
+            _end_run(group, "KILLED")
+        raise
     finally:
         remove_worktree(root, code)
     return _verdicts(original, children, group, new_ids, tolerance, work)
@@ -390,7 +397,8 @@ def _verdicts(
 
 def _outcome_row(child: Any, new: Any, prefix: str) -> dict[str, Any]:
     a, b = child.data.tags.get("xp.outcome"), new.data.tags.get("xp.outcome")
-    return {"metric": prefix + "outcome", "original": a, "reproduced": b, "diff": None,
+    return {"metric": prefix + "outcome", "original": a, "reproduced": b,
+            "diff": "" if a == b else "changed",
             "verdict": IDENTICAL if a == b else DIFFERS}  # fmt: skip
 
 
