@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import FAST_DIGITS, git, run
-from xp.reproduce import DIFFERS, IDENTICAL, WITHIN, compare_record, compare_values, overall
+from xp.reproduce import (
+    DIFFERS,
+    IDENTICAL,
+    WITHIN,
+    compare_record,
+    compare_values,
+    environment_changes,
+    overall,
+)
 
 
 def test_verdicts_identical_within_tolerance_and_differs():
@@ -24,6 +32,9 @@ def test_verdicts_identical_within_tolerance_and_differs():
     assert compare_record({"xp.data.train.md5": "a", "xp.config_hash": "h"},
                           {"xp.data.train.md5": "b", "xp.config_hash": "h"}) == [
         "xp.data.train.md5: a -> b"]  # fmt: skip
+    assert environment_changes({"xp.env.torch": "2.13.0", "xp.env.device": "cpu"},
+                               {"xp.env.torch": "2.14.0", "xp.env.device": "cpu"}) == [
+        "xp.env.torch: 2.13.0 -> 2.14.0"]  # fmt: skip
 
 
 def _run_id(stdout: str) -> str:

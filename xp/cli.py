@@ -326,6 +326,8 @@ def reproduce(
     out.print(table)
     for m in result["mismatches"]:
         err.print(f"[yellow]record differs:[/] {m}", highlight=False)
+    for m in result["environment"]:
+        err.print(f"[yellow]environment differs:[/] {m}", highlight=False)
     _tag_project_run({"xp.kind": "reproduce", "xp.reproduces": run_id,
                       "xp.reproduce.verdict": result["verdict"],
                       "xp.reproduction": result["reproduction"]})  # fmt: skip

@@ -57,6 +57,13 @@ def compare_record(original: dict[str, str], reproduced: dict[str, str]) -> list
             if original.get(k) != reproduced.get(k)]  # fmt: skip
 
 
+def environment_changes(original: dict[str, str], reproduced: dict[str, str]) -> list[str]:
+    """`xp.env.*` tags that differ (other library versions or device): reported, not judged."""
+    keys = sorted(k for k in {*original, *reproduced} if k.startswith("xp.env."))
+    return [f"{k}: {original.get(k)} -> {reproduced.get(k)}" for k in keys
+            if original.get(k) != reproduced.get(k)]  # fmt: skip
+
+
 def overall(rows: list[dict[str, Any]], mismatches: list[str]) -> str:
     """`identical` when every row is, `differs` when any row (or the record) does."""
     if mismatches or not rows or any(r["verdict"] == DIFFERS for r in rows):
@@ -231,7 +238,8 @@ def reproduce(
 
     Returns:
         {"original", "reproduction" (new run id), "kind", "verdict", "tolerance", "rows",
-        "mismatches", "seeds" (per-seed verdicts of a repeat), "log_dir"}.
+        "mismatches", "seeds" (per-seed verdicts of a repeat), "environment" (xp.env.* tags
+        that changed: this machine's libraries are used, not the recorded ones), "log_dir"}.
 
     Raises:
         ReproduceError: the commit, diff or data is gone; the run is still running or killed.
@@ -368,7 +376,7 @@ def _verdicts(
     """Compare each seed (and a repeat's summary), record the verdicts on the new runs."""
     from xp import track
 
-    rows, mismatches, per_seed = [], [], {}
+    rows, mismatches, per_seed, env = [], [], {}, set()
     for child in children:
         seed = int(child.data.params.get("seed", 0))
         new = track.get_run(new_ids[seed])
@@ -379,6 +387,7 @@ def _verdicts(
         per_seed[seed] = overall(seed_rows, seed_mismatch)
         rows += seed_rows
         mismatches += [prefix + m for m in seed_mismatch]
+        env.update(environment_changes(child.data.tags, new.data.tags))
         _record(new_ids[seed], child.info.run_id, seed_rows, seed_mismatch, tolerance)
     if group:
         new_group = track.get_run(group).data.metrics
@@ -387,7 +396,7 @@ def _verdicts(
     result = {"original": original.info.run_id, "reproduction": group or new_ids[seed],
               "kind": original.data.tags["xp.kind"], "verdict": overall(rows, mismatches),
               "tolerance": tolerance, "rows": rows, "mismatches": mismatches,
-              "seeds": per_seed, "log_dir": str(work)}  # fmt: skip
+              "seeds": per_seed, "environment": sorted(env), "log_dir": str(work)}  # fmt: skip
     if group:
         _record(group, original.info.run_id, rows, mismatches, tolerance)
     work.mkdir(parents=True, exist_ok=True)
