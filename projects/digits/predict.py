@@ -20,9 +20,11 @@ def main(spec: str) -> None:
     with np.load("data/digits/test.npz") as z:
         images, labels = z["X"].astype(np.float32), z["y"]
     predicted = np.asarray(model.predict(images)).argmax(axis=1)
-    print(f"models:/{spec}: predicted {[LABELS[i] for i in predicted[:8]]} for the first 8 "
-          f"test images (true {[LABELS[i] for i in labels[:8]]}); accuracy on all "
-          f"{len(labels)}: {(predicted == labels).mean():.4f}")
+    print(
+        f"models:/{spec}: predicted {[LABELS[i] for i in predicted[:8]]} for the first 8 "
+        f"test images (true {[LABELS[i] for i in labels[:8]]}); accuracy on all "
+        f"{len(labels)}: {(predicted == labels).mean():.4f}"
+    )
 
 
 if __name__ == "__main__":
