@@ -161,10 +161,10 @@ def representative_seed(values: dict[int, float]) -> int:
 
 
 # -- reading the evidence from the store --------------------------------------------------------
-def _group_values(group_id: str, metric: str) -> tuple[Any, list[Any], dict[int, float]]:
-    """The repeat run, its seeds' runs, and seed -> metric for the successful ones."""
+def _group(group_id: str) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The repeat run, its seeds' latest runs, and the children's MLflow runs by id."""
     from xp import track
-    from xp.repeat import seed_runs
+    from xp.repeat import recorded_seed_runs
 
     parent = track.get_run(group_id)
     if parent.data.tags.get("xp.kind") != "repeat":
@@ -173,17 +173,14 @@ def _group_values(group_id: str, metric: str) -> tuple[Any, list[Any], dict[int,
             f"run {group_id} is a {kind} run, not a repeat run: promote the evidence of several "
             f"seeds (`xp repeat`), not a single run"
         )
-    seeds = [int(s) for s in parent.data.tags["xp.seeds"].split(",")]
-    runs = seed_runs(track.children_of(group_id), seeds)
-    values = {r.seed: r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics}
-    return parent, runs, values
+    return parent, *recorded_seed_runs(parent)
 
 
 def _current_holder(name: str, alias: str, metric: str) -> dict | None:
     """The version holding `alias`, with its group's values (or the ones recorded on it)."""
     import mlflow
 
-    from xp import track
+    from xp.repeat import successful_values
 
     client = mlflow.MlflowClient()
     try:
@@ -193,9 +190,7 @@ def _current_holder(name: str, alias: str, metric: str) -> dict | None:
     tags = version.tags
     group = tags.get("xp.group")
     try:
-        track.get_run(group)
-        _, _, values = _group_values(group, metric)
-        values = list(values.values())
+        values = list(successful_values(_group(group)[1], metric).values())
     except XpError:  # the group is gone from this store: the values recorded on the version
         values = json.loads(tags.get("xp.values", "[]")) if tags.get("xp.metric") == metric else []
     return {"version": version.version, "group": group, "values": values,
@@ -222,19 +217,19 @@ def evaluate(group_id: str, name: str, policy: Policy | None = None) -> dict[str
         PromotionError: not a repeat run, or no seed reports the metric.
         TrackingError: unknown run id.
     """
-    from xp import track
+    from xp.repeat import successful_values
 
     p = policy or Policy()
     alias, min_seeds, alpha, max_failed = p.alias, p.min_seeds, p.alpha, p.max_failed
-    parent = track.get_run(group_id)
+    parent, runs, children = _group(group_id)
     metric = p.metric or parent.data.tags.get("xp.metric") or "test/f1"
-    parent, runs, values = _group_values(group_id, metric)
+    values = successful_values(runs, metric)
     if not any(metric in r.metrics for r in runs):
         known = sorted({k for r in runs for k in r.metrics if k.startswith("test/")})
         raise PromotionError(f"--metric {metric}: no seed of {group_id} has it; known: {known}")
     ptags = parent.data.tags
     failed = [r.seed for r in runs if not r.succeeded]
-    recorded = [{"seed": r.seed, "tags": track.get_run(r.run_id).data.tags,
+    recorded = [{"seed": r.seed, "tags": children[r.run_id].data.tags,
                  "has_diff": _has_diff(r.run_id)} for r in runs if r.run_id]  # fmt: skip
     test_md5 = ptags.get("xp.data.test.md5")
     current = _current_holder(name, alias, metric)

@@ -83,6 +83,20 @@ def seed_runs(children: list[Any], seeds: list[int]) -> list[SeedRun]:
     return out
 
 
+def successful_values(runs: list[SeedRun], metric: str) -> dict[int, float]:
+    """Seed -> metric, over the successful seeds that report it."""
+    return {r.seed: r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics}
+
+
+def recorded_seed_runs(parent: Any) -> tuple[list[SeedRun], dict[str, Any]]:
+    """The latest run of each seed of a recorded repeat run, and its children's runs by id."""
+    from xp import track
+
+    children = track.children_of(parent.info.run_id)
+    seeds = [int(s) for s in parent.data.tags["xp.seeds"].split(",")]
+    return seed_runs(children, seeds), {c.info.run_id: c for c in children}
+
+
 def plan_jobs(
     runs: list[SeedRun], base_args: list[str], parent_id: str, threads: int, log_dir: Path
 ) -> list[SeedJob]:
@@ -146,7 +160,7 @@ def summarize(
         ok = [r.metrics[key] for r in runs if r.succeeded and key in r.metrics]
         every = [r.metrics[key] for r in runs if key in r.metrics]
         summary["stats"][key] = {"successful": _stats_of(ok), "all": _stats_of(every)}
-    values = [r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics]
+    values = list(successful_values(runs, metric).values())
     if metric not in summary["stats"] and values == []:
         summary["stats"][metric] = {"successful": {"n": 0}, "all": {"n": 0}}
     if len(values) >= 2:
@@ -231,10 +245,8 @@ def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
         raise RepeatError(
             f"--baseline {spec}: not a repeat run (xp.kind={run.data.tags.get('xp.kind')})"
         )
-    runs = seed_runs(
-        track.children_of(spec), [int(s) for s in run.data.tags["xp.seeds"].split(",")]
-    )
-    values = [r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics]
+    runs, _ = recorded_seed_runs(run)
+    values = list(successful_values(runs, metric).values())
     if len(values) < 2:
         raise RepeatError(
             f"--baseline {spec}: {len(values)} successful seeds have {metric}; need 2 or more"
