@@ -11,9 +11,19 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from xp import XpError
+from xp.terminal import (
+    SeedProgress,
+    TrainProgress,
+    err,
+    out,
+    print_gates,
+    print_ranking,
+    print_reproduction,
+    print_result,
+    print_summary,
+)
 
 app = typer.Typer(
     help="xp: fine-tuning runs you can trust and re-run (MLflow + DVC).",
@@ -21,8 +31,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)  # never break a run id or a path across lines
-err = Console(stderr=True, soft_wrap=True)
 
 
 @app.callback()
@@ -37,22 +45,24 @@ EXIT_KILLED = {"SIGINT": 130, "SIGTERM": 143}
 
 def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    _tag_mlflow_project_run(message)
+    _tag_project_run({"xp.failure": message, "xp.outcome": "failed"})
     raise typer.Exit(code)
 
 
-def _tag_mlflow_project_run(message: str) -> None:
-    """Under `mlflow run` the run exists before we start: say on it why it failed."""
+def _tag_project_run(tags: dict) -> None:
+    """Under `mlflow run` the entry point's run exists before we start: record on it what the
+    verb did (or why it failed)."""
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if not run_id:
         return
     try:
         import mlflow
 
-        mlflow.MlflowClient().set_tag(run_id, "xp.failure", message)
-        mlflow.MlflowClient().set_tag(run_id, "xp.outcome", "failed")
+        client = mlflow.MlflowClient()
+        for k, v in tags.items():
+            client.set_tag(run_id, k, str(v))
     except Exception:
-        pass  # the message is already on stderr; the store is not worth a second error
+        pass  # what was done is already on the terminal; the store is not worth a second error
 
 
 def split_extra_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -103,7 +113,7 @@ def train(
         config = _resolve_config(project, overrides, root, resume)
         from xp.train import train as run_train
 
-        progress = _Progress()
+        progress = TrainProgress()
         try:
             result = run_train(
                 config, root, overrides=overrides, track=not no_track, resume=resume,
@@ -113,7 +123,7 @@ def train(
             progress.close()
     except XpError as e:
         _fail(str(e))
-    _print_result(result)
+    print_result(result)
     if result.status == "KILLED":
         raise typer.Exit(EXIT_KILLED.get(result.signal, 130))
     if result.outcome == "failed":
@@ -141,7 +151,7 @@ def repeat(
         from xp.repeat import repeat as run_repeat
 
         config = load_config(project, overrides, root / "projects")
-        progress = _SeedProgress()
+        progress = SeedProgress()
         try:
             summary = run_repeat(
                 config, root, overrides=overrides, seeds_spec=seeds,
@@ -156,7 +166,7 @@ def repeat(
         )
     except XpError as e:
         _fail(str(e))
-    _print_summary(summary)
+    print_summary(summary)
 
 
 @app.command()
@@ -171,7 +181,7 @@ def report(run_id: str = typer.Argument(..., help="A repeat run id.")) -> None:
         summary = rebuild_report(run_id, root)
     except XpError as e:
         _fail(str(e))
-    _print_summary(summary)
+    print_summary(summary)
 
 
 @app.command()
@@ -212,17 +222,7 @@ def compare(
     if fmt != "table":
         print(render(result, fmt), end="")
     else:
-        from rich.table import Table
-
-        rows = table_rows(result)
-        table = Table(title=f"{result['metric']} by configuration ({result['n_runs']} runs)")
-        for col in rows[0]:
-            table.add_column(col)
-        for row in rows[1:]:
-            table.add_row(*row)
-        out.print(table)
-        for w in result["warnings"]:
-            err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        print_ranking(result, table_rows(result))
     if log:
         err.print(f"comparison recorded as run {run_id}", highlight=False)
 
@@ -254,12 +254,12 @@ def promote(
         policy = Policy(alias, metric, min_seeds, alpha, max_failed)
         ev = run_promote(run_id, name, policy, dry_run=dry_run)
     except PromotionRefused as e:
-        _print_gates(e.gates)
+        print_gates(e.gates)
         _tag_project_run({"xp.kind": "promote", "xp.group": run_id})
         _fail(str(e), EXIT_FAILED_RUN)
     except XpError as e:
         _fail(str(e))
-    _print_gates(ev["gates"])
+    print_gates(ev["gates"])
     out.print(
         f"{ev['metric']} {ev['mean']:.4f}, 95% CI [{ev['ci95_low']:.4f}, {ev['ci95_high']:.4f}] "
         f"over {ev['n']} seeds; representative seed {ev['seed']} (run {ev['run_id']})",
@@ -303,7 +303,7 @@ def reproduce(
     from xp.reproduce import reproduce as run_reproduce
 
     try:
-        progress = _SeedProgress()
+        progress = SeedProgress()
         try:
             result = run_reproduce(
                 run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
@@ -316,113 +316,12 @@ def reproduce(
         _fail("interrupted: the reproduction is incomplete", 130)
     except XpError as e:
         _fail(str(e))
-    from rich.table import Table
-
-    table = Table(title=f"run {run_id} reproduced as {result['reproduction']}")
-    for col in ("metric", "original", "reproduced", "difference"):
-        table.add_column(col)
-    for r in result["rows"]:
-        table.add_row(r["metric"], *(_cell(r[k]) for k in ("original", "reproduced", "diff")))
-    out.print(table)
-    for m in result["mismatches"]:
-        err.print(f"[yellow]record differs:[/] {m}", highlight=False)
-    for m in result["environment"]:
-        err.print(f"[yellow]environment differs:[/] {m}", highlight=False)
+    print_reproduction(run_id, result)
     _tag_project_run({"xp.kind": "reproduce", "xp.reproduces": run_id,
                       "xp.reproduce.verdict": result["verdict"],
                       "xp.reproduction": result["reproduction"]})  # fmt: skip
-    out.print(f"verdict: [bold]{result['verdict']}[/] (tolerance {tolerance:g})", highlight=False)
     if result["verdict"] == DIFFERS:
         raise typer.Exit(EXIT_FAILED_RUN)
-
-
-def _cell(x) -> str:
-    if x is None:
-        return "missing"
-    return x if isinstance(x, str) else f"{x:.6g}"
-
-
-def _print_gates(gates) -> None:
-    from rich.table import Table
-
-    table = Table(title="promotion gates")
-    for col in ("gate", "passed", "value", "needs"):
-        table.add_column(col)
-    for g in gates:
-        mark = "[green]yes[/]" if g.passed else "[bold red]no[/]"
-        table.add_row(g.name, mark, str(g.value), g.threshold)
-    out.print(table)
-
-
-def _tag_project_run(tags: dict) -> None:
-    """Under `mlflow run`, the entry point's own run records what the verb did."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        return
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    for k, v in tags.items():
-        client.set_tag(run_id, k, str(v))
-
-
-class _SeedProgress:
-    """One progress bar per seed while a repeat trains."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress
-
-        self._bar = Progress(
-            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            console=out, disable=not out.is_terminal,
-        )  # fmt: skip
-        self._tasks: dict[int, int] = {}
-        self._bar.start()
-
-    def parent(self, run_id: str, resumed: bool) -> None:
-        word = "resuming" if resumed else "started"
-        out.print(f"repeat run [bold]{run_id}[/] {word}", highlight=False)
-
-    def __call__(self, seed: int, kind: str, info: dict) -> None:
-        if seed not in self._tasks:
-            self._tasks[seed] = self._bar.add_task(f"seed {seed}", total=None)
-        task = self._tasks[seed]
-        if kind == "progress":
-            self._bar.update(task, completed=info["step"], total=info["total"])
-        elif kind == "done":
-            word = "done" if info["code"] == 0 else f"exit {info['code']}"
-            self._bar.update(task, description=f"seed {seed} {word}")
-            if not out.is_terminal:
-                out.print(f"seed {seed}: {word}", highlight=False)
-
-    def close(self) -> None:
-        self._bar.stop()
-
-
-def _print_summary(summary: dict) -> None:
-    from rich.table import Table
-
-    from xp.report import terminal_rows
-
-    table = Table(title=f"{summary['metric']} over seeds (successful seeds)")
-    for col in ("metric", "n", "mean", "std", "95% CI"):
-        table.add_column(col)
-    for row in terminal_rows(summary):
-        table.add_row(*row)
-    out.print(table)
-    if summary["failed_seeds"]:
-        out.print(f"failed seeds: {', '.join(map(str, summary['failed_seeds']))}", highlight=False)
-    if summary.get("verdict"):
-        cmp = summary["comparison"]
-        out.print(
-            f"verdict: [bold]{summary['verdict']}[/] (improvement {cmp['diff']:.4f}, 95% CI "
-            f"[{cmp['diff_ci95_low']:.4f}, {cmp['diff_ci95_high']:.4f}], one-sided Welch p="
-            f"{cmp['welch']['p_value']:.3g}; seeds per arm to settle it: "
-            f"{cmp.get('seeds_needed')})",
-            highlight=False,
-        )
-    logged = f"runs:/{summary['parent_run_id']}/report"
-    out.print(f"report: {summary['report_dir']} (logged to {logged})", highlight=False)
 
 
 def _resolve_config(project: str, overrides: list[str], root: Path, resume: str | None):
@@ -445,54 +344,6 @@ def _resolve_config(project: str, overrides: list[str], root: Path, resume: str 
             "resume it without overrides"
         )
     return recorded
-
-
-class _Progress:
-    """Draws training progress: a bar on a terminal, evaluation lines everywhere."""
-
-    def __init__(self) -> None:
-        self._bar = None
-        self._task = None
-
-    def __call__(self, kind: str, info: dict) -> None:
-        if kind == "start":
-            where = "tracking off" if not info["tracking"] else os.environ["MLFLOW_TRACKING_URI"]
-            out.print(f"run [bold]{info['run_id']}[/] ({where})", highlight=False)
-        elif kind == "fit":
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            self._bar = Progress(
-                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                TimeRemainingColumn(), console=out, transient=True, disable=not out.is_terminal,
-            )  # fmt: skip
-            self._task = self._bar.add_task("training", total=info["total"], completed=info["step"])
-            self._bar.start()
-        elif kind == "step" and os.environ.get("XP_PROGRESS") == "lines":  # for a repeat parent
-            if info["step"] % max(1, info["total"] // 100) == 0 or info["step"] == info["total"]:
-                print(f"progress {info['step']}/{info['total']}", flush=True)
-        elif kind == "step" and self._bar is not None:
-            self._bar.update(self._task, completed=info["step"],
-                             description=f"loss {info['loss']:.4f}")  # fmt: skip
-        elif kind == "eval":
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in info["metrics"].items())
-            out.print(f"step {info['step']:>5}  val  {shown}", highlight=False, soft_wrap=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-
-def _print_result(result) -> None:
-    if result.status == "KILLED":
-        err.print(f"[yellow]killed:[/] {result.message}", highlight=False)
-        return
-    line = "  ".join(f"{k} {v:.4f}" for k, v in result.test.items())
-    out.print(f"test  {line}", highlight=False, soft_wrap=True)
-    if result.outcome == "failed":
-        err.print(f"[bold red]failed:[/] run {result.run_id}: {result.message}", highlight=False)
-    else:
-        out.print(f"[green]{result.outcome}[/] run {result.run_id}", highlight=False)
 
 
 def _quiet_libraries() -> None:

@@ -71,23 +71,24 @@ def overall(rows: list[dict[str, Any]], mismatches: list[str]) -> str:
     return IDENTICAL if all(r["verdict"] == IDENTICAL for r in rows) else WITHIN
 
 
+def format_value(x: float | str | None) -> str:
+    """A cell of the comparison: 6 significant digits, text as it is, `missing` for None."""
+    if x is None:
+        return "missing"
+    return x if isinstance(x, str) else f"{x:.6g}"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The comparison as a Markdown table (logged as `reproduce/comparison.md`)."""
     lines = [f"# Reproduction of run {result['original']}", "",
              f"Verdict: **{result['verdict']}** (tolerance {result['tolerance']:g})", "",
              "| metric | original | reproduced | difference |", "|---|---|---|---|"]  # fmt: skip
     for r in result["rows"]:
-        lines.append(f"| {r['metric']} | {_fmt(r['original'])} | {_fmt(r['reproduced'])} | "
-                     f"{_fmt(r['diff'])} |")  # fmt: skip
+        cells = [r["metric"], *(format_value(r[k]) for k in ("original", "reproduced", "diff"))]
+        lines.append("| " + " | ".join(cells) + " |")
     for m in result["mismatches"]:
         lines.append(f"\nRecord differs: {m}")
     return "\n".join(lines) + "\n"
-
-
-def _fmt(x: float | str | None) -> str:
-    if x is None:
-        return "missing"
-    return x if isinstance(x, str) else f"{x:.6g}"
 
 
 # -- rebuilding code and data -------------------------------------------------------------------
@@ -261,15 +262,15 @@ def reproduce(
         )
     commit = tags.get("xp.git.commit")
     check_commit(root, commit, run_id, tags.get("xp.git.remote"))
+    children = _originals(original)
     diff = None
-    if tags.get("xp.git.dirty") == "true":
+    if tags.get("xp.git.dirty") == "true":  # (a repeat's seeds share the diff and carry it)
         try:
-            diff = track.recorded_text(_diff_holder(original), "provenance/git.diff")
+            diff = track.recorded_text(children[0].info.run_id, "provenance/git.diff")
         except XpError:
             raise ReproduceError(
                 f"run {run_id} ran on a dirty tree but its diff was not recorded"
             ) from None
-    children = _originals(original)
     data = {}
     for child in children:
         data.update(_data_of(child.data.tags))
@@ -317,25 +318,16 @@ def reproduce(
     return _verdicts(original, children, group, new_ids, tolerance, work)
 
 
-def _diff_holder(original: Any) -> str:
-    """The run whose artifacts hold the diff (a repeat's seeds carry it)."""
-    if original.data.tags.get("xp.kind") != "repeat":
-        return original.info.run_id
-    return _originals(original)[0].info.run_id
-
-
 def _originals(original: Any) -> list[Any]:
     """The training runs to re-run: the run itself, or the latest run of each repeat seed."""
     if original.data.tags.get("xp.kind") != "repeat":
         return [original]
-    from xp import track
-    from xp.repeat import seed_runs
+    from xp.repeat import recorded_seed_runs
 
-    seeds = [int(s) for s in original.data.tags["xp.seeds"].split(",")]
-    runs = [r for r in seed_runs(track.children_of(original.info.run_id), seeds) if r.run_id]
-    if not runs:
+    runs, by_id = recorded_seed_runs(original)
+    if not any(r.run_id for r in runs):
         raise ReproduceError(f"repeat run {original.info.run_id} has no seed runs to re-run")
-    return [track.get_run(r.run_id) for r in runs]
+    return [by_id[r.run_id] for r in runs if r.run_id]
 
 
 def _repeat_tags(tags: dict[str, str]) -> dict[str, str]:
@@ -393,7 +385,8 @@ def _verdicts(
         new_group = track.get_run(group).data.metrics
         summary = compare_values(original.data.metrics, new_group, tolerance)
         rows = summary + rows
-    result = {"original": original.info.run_id, "reproduction": group or new_ids[seed],
+    first = next(iter(new_ids.values()))
+    result = {"original": original.info.run_id, "reproduction": group or first,
               "kind": original.data.tags["xp.kind"], "verdict": overall(rows, mismatches),
               "tolerance": tolerance, "rows": rows, "mismatches": mismatches,
               "seeds": per_seed, "environment": sorted(env), "log_dir": str(work)}  # fmt: skip
