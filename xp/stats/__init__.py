@@ -1,0 +1,44 @@
+"""Statistics for per-seed scores: does a fine-tuning result hold against a baseline?
+
+Every function takes 1-D arrays of per-seed scores (one number per training run). The seed is the
+unit of replication: evaluation examples within one run are not independent replicates of the
+training procedure, so the spread we test against is the spread across seeds, and the sample size
+is the number of seeds (typically 3-10).
+
+What is used, and its limits:
+
+- Intervals for a mean default to the Student-t interval (`t_interval`). Bootstrap intervals
+  (`bootstrap_interval`, percentile or BCa) make fewer assumptions but under-cover below ~10
+  seeds: with 3-5 seeds a nominal 95% bootstrap interval contains the truth noticeably less
+  often, because the resamples can only reuse the few values seen. The t interval assumes
+  roughly normal seed-to-seed noise, which is usually the better bet at these sizes.
+- Two arms are compared with Welch's t-test (`welch_test`), which does not assume equal
+  variances. The rank test (`mann_whitney`) drops the normality assumption but has a floor on its
+  p-value: with n_a vs n_b seeds it can never go below 1 / C(n_a + n_b, n_a) (one-sided), so 3 vs
+  3 seeds can never give p < 0.05 (`min_rank_p`). Read a non-significant rank test on few seeds
+  in that light.
+- `prob_improvement` (P(A > B), ties counted 1/2) and `expected_max` (Dodge et al. 2019, the
+  expected best score over k tries) describe effect sizes and budgets; they are not tests.
+- When several comparisons are made (several metrics or candidates), `holm` adjusts the p-values
+  so that the chance of any false "holds" stays below alpha (family-wise error), without
+  assuming independence between the tests.
+- `seeds_needed` / `power_of` are power analyses for a two-sample t-test. Fed with an observed
+  difference they are a planning hint ("how many seeds would make this conclusive"), not
+  evidence: the observed difference is itself noisy.
+- `compare` collects all of the above for "candidate A vs baseline B" with the metric's direction
+  handled, and `verdict` turns it into "holds" / "does_not_hold" / "inconclusive".
+
+Pure numpy/scipy/statsmodels: no I/O, no logging. Every random function takes
+`rng: np.random.Generator | int | None` and uses it (and only it), so a given seed reproduces.
+"""
+
+from xp.stats.one_arm import bootstrap_interval, describe, t_interval
+from xp.stats.planning import expected_max, power_of, seeds_needed
+from xp.stats.two_arms import holm, mann_whitney, min_rank_p, prob_improvement, welch_test
+from xp.stats.verdict import compare, verdict
+
+__all__ = [
+    "bootstrap_interval", "compare", "describe", "expected_max", "holm", "mann_whitney",
+    "min_rank_p", "power_of", "prob_improvement", "seeds_needed", "t_interval", "verdict",
+    "welch_test",
+]  # fmt: skip
