@@ -249,7 +249,8 @@ def train(
     if resume:
         if not track:
             raise XpError("--resume needs tracking: the run to continue lives in the store")
-        tags = _check_resumable(resume, tags, root)
+        _check_resumable(resume, tags)
+        tags = {}  # the reopened run keeps its own provenance: none of it is overwritten
     tracker = start_tracker(track, config.project, root, resume_run_id=resume, tags=tags)
     try:
         if not resume:
@@ -266,15 +267,10 @@ def train(
         raise
 
 
-def _check_resumable(run_id: str, tags: dict[str, str], root: Path) -> dict[str, str]:
-    """Refuse to resume on other code or data: the run would no longer be one run.
+def _check_resumable(run_id: str, tags: dict[str, str]) -> None:
+    """Refuse to resume on other code or data: the run would no longer be one run."""
+    from xp.track import run_tags
 
-    Returns:
-        The tags to set on the reopened run: none of its provenance is overwritten.
-    """
-    from xp.track import configure_store, run_tags
-
-    configure_store(root)
     recorded = run_tags(run_id)
     keys = ["xp.config_hash", "xp.git.commit"] + [k for k in tags if k.endswith(".md5")]
     changed = [k for k in keys if k in recorded and recorded[k] != tags.get(k)]
@@ -284,7 +280,6 @@ def _check_resumable(run_id: str, tags: dict[str, str], root: Path) -> dict[str,
             f"cannot resume run {run_id}: {k} was {recorded[k]}, is now {tags.get(k)}; "
             "restore that code and data (git checkout, dvc checkout) or start a new run"
         )
-    return {}
 
 
 def _fit(
