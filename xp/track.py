@@ -2,7 +2,7 @@
 
 `start_tracker` returns an `MlflowTracker` (or a `NullTracker` with the same methods when tracking
 is off), so the trainer never branches on "is tracking on". Metrics are buffered in memory and
-handed to MLflow's own asynchronous logging in batches: logging every step costs an append.
+handed in batches to a writer process (`xp.metric_writer`): logging every step costs an append.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from xp import XpError
-from xp.metric_writer import install_sqlite_pragmas, start_writer
+from xp.metric_writer import BUSY_TIMEOUT_MS, install_sqlite_pragmas, start_writer
 
 DEFAULT_DB = "mlflow.db"  # MLflow 3's own default name, so a bare `mlflow ui` finds our runs
 DEFAULT_ARTIFACTS = "mlruns"
-BUSY_TIMEOUT_MS = 60_000  # several seeds write at once; wait for the lock instead of failing
 
 
 class TrackingError(XpError):
