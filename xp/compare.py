@@ -231,10 +231,9 @@ def render(result: dict[str, Any], fmt: str) -> str:
 
 def forest_plot(result: dict[str, Any], out: str) -> None:
     """Means with 95% intervals, one line per configuration (best at the top)."""
-    import matplotlib
+    from xp.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     groups = result["groups"]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(groups) + 1.5))

@@ -28,12 +28,19 @@ def _p(x: float | None) -> str:
     return "n/a" if x is None else (f"{x:.2e}" if x < 1e-3 else f"{x:.4f}")
 
 
-def plot_learning_curves(histories: dict[int, dict[str, list]], val_key: str, out: Path) -> None:
-    """Validation metric and training loss of every seed on one chart."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display on a training machine)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curves(histories: dict[int, dict[str, list]], val_key: str, out: Path) -> None:
+    """Validation metric and training loss of every seed on one chart."""
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for seed, hist in sorted(histories.items()):
@@ -51,10 +58,7 @@ def plot_learning_curves(histories: dict[int, dict[str, list]], val_key: str, ou
 
 def plot_final_metric(summary: dict[str, Any], out: Path) -> None:
     """The metric of each seed as a strip, with the mean and its 95% t interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metric = summary["metric"]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -87,10 +91,7 @@ def _strip(ax: Any, x: float, summary: dict[str, Any], metric: str, label: str) 
 
 def plot_baseline(summary: dict[str, Any], out: Path) -> None:
     """This configuration's seeds next to the baseline's, each with mean and 95% CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     from xp import stats
