@@ -101,6 +101,11 @@ def _no_leaked_active_run():
         mlflow.end_run("FAILED")
 
 
+def parent_id_in(stdout: str) -> str:
+    """The repeat run id `xp repeat` printed."""
+    return next(x.split()[2] for x in stdout.splitlines() if x.startswith("repeat run "))
+
+
 # two digits configurations a user would compare: 30 steps at the default LR, 80 steps at 3x it
 WEAK = ["train.epochs=3", "eval.every=5", "eval.patience=null"]
 STRONG = ["train.epochs=8", "eval.every=5", "eval.patience=null", "optim.lr=0.003"]
@@ -110,8 +115,6 @@ STRONG = ["train.epochs=8", "eval.every=5", "eval.patience=null", "optim.lr=0.00
 def digits_groups(built_repo, tmp_path_factory):
     """Two 3-seed `xp repeat` groups in one store (the strong one with the weak as baseline),
     shared by the repeat, compare, promote and reproduce tests: seeds are the slow part."""
-    import re
-
     base = tmp_path_factory.mktemp("groups")
     repo = base / "repo"
     shutil.copytree(built_repo, repo, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
@@ -121,6 +124,6 @@ def digits_groups(built_repo, tmp_path_factory):
         extra = ["--baseline", ids["weak"]] if name == "strong" else []
         proc = run(["xp", "repeat", "digits", *args, "--seeds", "3", "--jobs", "2", *extra],
                    repo, env=env)  # fmt: skip
-        ids[name] = re.search(r"^repeat run ([0-9a-f]+)", proc.stdout, re.M).group(1)
+        ids[name] = parent_id_in(proc.stdout)
         stdout[name] = proc.stdout
     return {"repo": repo, "env": env, "ids": ids, "stdout": stdout}

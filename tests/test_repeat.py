@@ -10,7 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, WEAK, run
+from tests.conftest import BIN, WEAK, parent_id_in, run
 from xp import stats
 from xp.repeat import RepeatError, SeedRun, parse_seeds, plan_jobs, seed_runs, summarize
 
@@ -76,10 +76,6 @@ def _children(parent_id):
     return children_of(parent_id)
 
 
-def _parent_id(stdout: str) -> str:
-    return next(x.split()[2] for x in stdout.splitlines() if x.startswith("repeat run "))
-
-
 def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_groups, monkeypatch):
     repo, env, ids = digits_groups["repo"], digits_groups["env"], digits_groups["ids"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
@@ -109,7 +105,7 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     assert "data:image/png;base64," in html
 
     again = run(["xp", "repeat", "digits", *WEAK, "--seeds", "3", "--jobs", "2"], repo, env=env)
-    assert _parent_id(again.stdout) == parent_id and "resuming" in again.stdout
+    assert parent_id_in(again.stdout) == parent_id and "resuming" in again.stdout
     assert len(_children(parent_id)) == 3  # nothing trained twice
 
     rebuilt = run(["xp", "report", parent_id], repo, env=env)
@@ -141,7 +137,7 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
 
 def test_a_nan_seed_fails_alone(repo):
     proc = _repeat(repo, "--seeds", "2", "--jobs", "2", env={"XP_FAULT_NAN_SEEDS": "2"})
-    parent = mlflow.get_run(_parent_id(proc.stdout))
+    parent = mlflow.get_run(parent_id_in(proc.stdout))
     assert parent.data.tags["xp.failed_seeds"] == "2"
     assert parent.data.metrics["test/f1/n"] == 1
     outcomes = {
@@ -183,7 +179,7 @@ def test_interrupted_repeat_resumes_killed_seeds(repo):
     assert {k.info.status for k in kids} == {"KILLED"}
 
     done = run(args, repo)
-    assert _parent_id(done.stdout) == parent_id
+    assert parent_id_in(done.stdout) == parent_id
     kids = children_of(parent_id)
     assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
     for k in kids:
