@@ -25,6 +25,14 @@ BIN = Path(sys.executable).parent  # the venv running the tests: xp, mlflow, dvc
 FAST_DIGITS = ["train.epochs=3", "eval.every=5", "eval.patience=null"]
 
 
+def merged(*overrides: str) -> list[str]:
+    """`key=value` overrides with later keys replacing earlier ones (xp refuses a key twice)."""
+    out: dict[str, str] = {}
+    for item in overrides:
+        out[item.partition("=")[0]] = item
+    return list(out.values())
+
+
 def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, **kw):
     """Run a command with the venv first on PATH; returns CompletedProcess (text)."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **(env or {})}

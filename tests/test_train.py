@@ -12,14 +12,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import FAST_DIGITS
+from tests.conftest import FAST_DIGITS, merged
 from xp.config import load_config
 from xp.models import new_cnn
 from xp.train import lowest_trainable, param_groups, total_steps, train
 
 
 def cfg(repo: Path, *overrides: str, project: str = "digits"):
-    return load_config(project, [*FAST_DIGITS, *overrides], repo / "projects")
+    return load_config(project, merged(*FAST_DIGITS, *overrides), repo / "projects")
 
 
 def test_param_groups_skip_decay_on_biases_and_scale_lr_by_depth(repo):

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from xp import XpError
+from xp.supervise import terminate_as_interrupt
 from xp.terminal import (
     SeedProgress,
     TrainProgress,
@@ -104,6 +105,9 @@ def train(
     group: str = typer.Option(None, "--group", hidden=True, help="Parent repeat run id."),
 ) -> None:
     """Fine-tune one seed of one configuration: `xp train digits seed=2 optim.lr=3e-4`."""
+    from xp.supervise import watch_parent
+
+    watch_parent()  # a seed of a repeat stops, checkpointed, if its parent dies
     try:
         overrides, options = split_extra_args(list(ctx.args))
         resume = options.pop("resume", resume)
@@ -153,17 +157,18 @@ def repeat(
         config = load_config(project, overrides, root / "projects")
         progress = SeedProgress()
         try:
-            summary = run_repeat(
-                config, root, overrides=overrides, seeds_spec=seeds,
-                executor=LocalExecutor(jobs, cwd=root), metric=metric, baseline=baseline,
-                alpha=alpha, min_effect=min_effect, on_event=progress, on_parent=progress.parent,
-            )  # fmt: skip
+            with terminate_as_interrupt():
+                summary = run_repeat(
+                    config, root, overrides=overrides, seeds_spec=seeds,
+                    executor=LocalExecutor(jobs, cwd=root), metric=metric, baseline=baseline,
+                    alpha=alpha, min_effect=min_effect, on_event=progress,
+                    on_parent=progress.parent,
+                )  # fmt: skip
         finally:
             progress.close()
-    except KeyboardInterrupt:
-        _fail(
-            "interrupted: killed seeds saved their checkpoints; run the same command to resume", 130
-        )
+    except KeyboardInterrupt as e:
+        _fail(f"{_stopped_by(e)}: the seeds saved their checkpoints and ended KILLED; run the "
+              "same command to resume", _interrupt_code(e))  # fmt: skip
     except XpError as e:
         _fail(str(e))
     print_summary(summary)
@@ -196,11 +201,13 @@ def compare(
     log: bool = typer.Option(False, "--log", help="Record the comparison as a run."),
 ) -> None:
     """Rank configurations by their seeds, with intervals, ties and what differs."""
-    from xp.compare import fetch_runs, forest_plot, rank_groups, render, table_rows
+    from xp.compare import check_plot_path, fetch_runs, forest_plot, rank_groups, render, table_rows
 
     if fmt not in ("table", "markdown", "csv", "json"):
         _fail(f"--format {fmt}: use table, markdown, csv or json")
     try:
+        if plot:
+            check_plot_path(plot)
         from xp.track import configure_store
 
         root = _repo_root()
@@ -305,15 +312,16 @@ def reproduce(
     try:
         progress = SeedProgress()
         try:
-            result = run_reproduce(
-                run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
-                on_start=lambda new: out.print(f"reproducing {run_id} as run {new}",
-                                               highlight=False),
-            )  # fmt: skip
+            with terminate_as_interrupt():
+                result = run_reproduce(
+                    run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
+                    on_start=lambda new: out.print(f"reproducing {run_id} as run {new}",
+                                                   highlight=False),
+                )  # fmt: skip
         finally:
             progress.close()
-    except KeyboardInterrupt:
-        _fail("interrupted: the reproduction is incomplete", 130)
+    except KeyboardInterrupt as e:
+        _fail(f"{_stopped_by(e)}: the reproduction is incomplete", _interrupt_code(e))
     except XpError as e:
         _fail(str(e))
     print_reproduction(run_id, result)
@@ -322,6 +330,18 @@ def reproduce(
                       "xp.reproduction": result["reproduction"]})  # fmt: skip
     if result["verdict"] == DIFFERS:
         raise typer.Exit(EXIT_FAILED_RUN)
+
+
+def _stopped_by(e: BaseException) -> str:
+    from xp.supervise import Terminated
+
+    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+
+
+def _interrupt_code(e: BaseException) -> int:
+    from xp.supervise import Terminated
+
+    return EXIT_KILLED["SIGTERM"] if isinstance(e, Terminated) else EXIT_KILLED["SIGINT"]
 
 
 def _resolve_config(project: str, overrides: list[str], root: Path, resume: str | None):
@@ -334,10 +354,16 @@ def _resolve_config(project: str, overrides: list[str], root: Path, resume: str 
     import yaml
 
     from xp.config import config_hash, validate
-    from xp.track import configure_store, recorded_text
+    from xp.track import configure_store, recorded_text, resumable_run
 
     configure_store(root)
-    recorded = validate(yaml.safe_load(recorded_text(resume, "config.yaml")))
+    run = resumable_run(resume, project)  # reads only: a wrong id changes nothing
+    try:
+        recorded = validate(yaml.safe_load(recorded_text(resume, "config.yaml")))
+    except XpError:  # killed before its config was recorded: the command line's, if the same
+        if run.data.tags.get("xp.config_hash") != config_hash(config):
+            raise
+        return config
     if overrides and config_hash(recorded) != config_hash(config):
         raise XpError(
             f"run {resume} was trained with another config (hash {config_hash(recorded)}); "
@@ -357,10 +383,29 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point: every mistake on the command line is one `error:` line.
+
+    Click's own errors (an option out of range, a missing option, an unknown option) would print
+    a usage box; they get the same one line and exit code 2 as every other user error.
+    """
+    import click
+
+    from xp.terminal import guard_output_streams
+
+    guard_output_streams()
     _quiet_libraries()
-    app(prog_name="xp")
+    try:
+        code = app(args=argv, prog_name="xp", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:
+        e.show()
+        return EXIT_USER_ERROR
+    except click.ClickException as e:
+        err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.Abort:  # Ctrl-C outside a verb's own handling
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # `python -m xp.cli`, as MLproject runs it

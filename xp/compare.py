@@ -229,6 +229,34 @@ def render(result: dict[str, Any], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_plot_path(out: str) -> None:
+    """Refuse, before any work, a plot path that cannot be written.
+
+    Raises:
+        CompareError: the folder is missing or not writable, or matplotlib has no such format.
+    """
+    import os
+    from pathlib import Path
+
+    from xp.report import pyplot
+
+    path = Path(out)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CompareError(f"--plot {out}: is a folder; give a file name such as forest.png")
+    if not folder.is_dir():
+        raise CompareError(f"--plot {out}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CompareError(f"--plot {out}: {folder} is not writable")
+    kinds = pyplot().figure().canvas.get_supported_filetypes()
+    ext = path.suffix.lstrip(".").lower()
+    if ext not in kinds:
+        raise CompareError(
+            f"--plot {out}: unknown image format {path.suffix or '(none)'!r}; use one of "
+            + ", ".join(f".{k}" for k in sorted(kinds))
+        )
+
+
 def forest_plot(result: dict[str, Any], out: str) -> None:
     """Means with 95% intervals, one line per configuration (best at the top)."""
     from xp.report import pyplot

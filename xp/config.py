@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -89,9 +90,16 @@ class TrainConfig(_Section):
     unfreeze_every: int | None = Field(None, ge=1)  # gradual unfreezing: one more layer per N steps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast only on a GPU
     deterministic: bool = True
-    device: str = "auto"
+    device: str = "auto"  # auto, cpu, cuda, cuda:<index>, mps (checked against the machine later)
     threads: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)  # save a resumable checkpoint every N steps
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("unknown device; use auto, cpu, cuda, cuda:<index> or mps")
+        return v
 
 
 class EvalConfig(_Section):
@@ -152,24 +160,79 @@ def known_projects(projects_dir: Path) -> list[str]:
     return sorted(p.parent.name for p in projects_dir.glob("*/config.yaml"))
 
 
+PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_project_name(project: str, projects_dir: Path) -> None:
+    """A project is named, not pointed at: `digits`, never `../projects/digits`.
+
+    Raises:
+        ConfigError: the name is a path or holds characters a folder name under projects/ has not.
+    """
+    if PROJECT_NAME.fullmatch(project):
+        return
+    known = ", ".join(known_projects(projects_dir)) or "none"
+    if "/" in project or "\\" in project or project.startswith("."):
+        tail = Path(project.rstrip("/\\")).name
+        hint = f" (did you mean {tail!r}?)" if tail in known_projects(projects_dir) else ""
+        raise ConfigError(
+            f"project {project!r} is a path; give the name of a folder under {projects_dir}"
+            f"{hint}; known projects: {known}"
+        )
+    raise ConfigError(f"project {project!r} is not a project name; known projects: {known}")
+
+
+def _canonical_key(key: str) -> str:
+    return "seed.master" if key == "seed" else key
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Parse `key=value` strings; values are read as YAML scalars (`3e-4`, `true`, `[1, 2]`).
 
     Raises:
-        ConfigError: an item without `=` or with an empty key.
+        ConfigError: an item without `=`, with an empty key, or a key given twice.
     """
     out: dict[str, Any] = {}
+    given: dict[str, str] = {}  # canonical key -> the item that set it
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value (e.g. optim.lr=3e-4)")
+        canon = _canonical_key(key)
+        if canon in given:  # last-one-wins would silently drop what the user typed first
+            raise ConfigError(
+                f"{key} is given twice ({given[canon]} and {item}); keep the one you mean"
+            )
+        given[canon] = item
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
         except yaml.YAMLError:
             value = raw
         out[key] = value
     return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            first = seen[key]
+            raise ConfigError(
+                f"config key {key!r} is given twice (line {first.start_mark.line + 1}: "
+                f"{first.value!r}, line {value_node.start_mark.line + 1}: {value_node.value!r}); "
+                "keep the one you mean"
+            )
+        seen[key] = value_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
 
 
 def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -202,6 +265,7 @@ def load_config(project: str, overrides: list[str] | dict[str, Any], projects_di
     Raises:
         ConfigError: unknown project, unreadable YAML, or a key/value that does not validate.
     """
+    check_project_name(project, projects_dir)
     path = projects_dir / project / "config.yaml"
     if not path.is_file():
         known = known_projects(projects_dir)
@@ -210,7 +274,7 @@ def load_config(project: str, overrides: list[str] | dict[str, Any], projects_di
             f"(in {projects_dir})"
         )
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 (safe)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     parsed = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)

@@ -54,6 +54,24 @@ def load_split(path: Path, cfg: DataConfig, task: str, name: str = "data") -> Sp
     """
     if not path.exists():
         raise DataError(missing_message(name, str(path)))
+    try:
+        return _parse(path, cfg, task)
+    except DataError:
+        raise
+    except Exception as e:  # truncated zip, bad CSV, text labels: the file is not what it says
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataParseError(name, path, f"{type(e).__name__}: {text}"[:200]) from None
+
+
+class DataParseError(DataError):
+    """A data file that exists but cannot be read as its format."""
+
+    def __init__(self, name: str, path: Path, reason: str, detail: str = ""):
+        self.name, self.path, self.reason = name, path, reason
+        super().__init__(f"data file {str(path)!r} ({name}) cannot be read ({reason}){detail}")
+
+
+def _parse(path: Path, cfg: DataConfig, task: str) -> Split:
     target_dtype = np.int64 if task == "classification" else np.float32
     if cfg.format == "npz":
         with np.load(path) as z:
@@ -70,12 +88,27 @@ def load_split(path: Path, cfg: DataConfig, task: str, name: str = "data") -> Sp
     return Split(texts, df[cfg.label_column].to_numpy().astype(target_dtype))
 
 
-def load_splits(config: Config, root: Path) -> dict[str, Split]:
-    """Read train/validation/test; `data.train_limit` keeps the first N training rows."""
-    out = {
-        name: load_split(root / path, config.data, config.task, name)
-        for name, path in split_paths(config.data).items()
-    }
+def load_splits(
+    config: Config, root: Path, versions: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Split]:
+    """Read train/validation/test; `data.train_limit` keeps the first N training rows.
+
+    Args:
+        config: the validated config.
+        root: the repository root.
+        versions: DVC versions of the files (`provenance.data_versions`), to say in an error
+            whether a file that cannot be read also differs from what DVC recorded.
+
+    Raises:
+        DataError: a file is missing or cannot be read.
+    """
+    out = {}
+    for name, path in split_paths(config.data).items():
+        try:
+            out[name] = load_split(root / path, config.data, config.task, name)
+        except DataParseError as e:
+            hint = _dvc_hint((versions or {}).get(name))
+            raise DataParseError(e.name, e.path, e.reason, hint) from None
     limit = config.data.train_limit
     if limit is not None:
         tr = out["train"]
@@ -105,3 +138,18 @@ def to_tensors(split: Split, tokenizer: Any = None, max_length: int = 32) -> dic
 def take(features: dict[str, Any], index: Any) -> dict[str, Any]:
     """Rows `index` of every tensor in a feature dict (one batch)."""
     return {k: v[index] for k, v in features.items()}
+
+
+def _dvc_hint(version: dict[str, Any] | None) -> str:
+    """What DVC knows about a file that cannot be read, and how to get the recorded one back."""
+    if not version:
+        return ""
+    md5, recorded = version.get("md5"), version.get("recorded_md5")
+    if version.get("dvc_status") == "modified" and recorded:
+        return (
+            f"; its md5 is {md5} but DVC recorded {recorded}: run `dvc checkout "
+            f"{version.get('output') or version['path']}` to restore it, or `dvc pull` to fetch it"
+        )
+    if version.get("dvc_status") == "clean":
+        return f"; its md5 {md5} is the one DVC recorded: the data itself is malformed"
+    return f"; md5 {md5}, not tracked by DVC: rebuild it (`dvc repro`) or fix the file"

@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from xp.supervise import PARENT_ENV
 
 
 @dataclass
@@ -39,7 +41,12 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Seeds as separate processes here: a crash or a NaN in one never takes down the rest."""
+    """Seeds as separate processes here: a crash or a NaN in one never takes down the rest.
+
+    A seed writes its output to its own log file, never to a pipe of ours, so the parent dying
+    cannot break a seed's output; the parent tails the files for progress. Each seed watches
+    its parent (`XP_PARENT_PID`) and stops itself, checkpointed, if the parent dies by SIGKILL.
+    """
 
     def __init__(self, jobs: int = 1, cwd: Path | None = None):
         self.jobs = max(1, jobs)
@@ -53,25 +60,23 @@ class LocalExecutor:
     def run(self, jobs: list[SeedJob], on_event: OnEvent) -> dict[int, int]:
         pending = list(jobs)
         codes: dict[int, int] = {}
-        readers: dict[int, threading.Thread] = {}
+        tails: dict[int, _Tail] = {}
         try:
             while pending or self._procs:
                 while pending and len(self._procs) < self.jobs:
                     job = pending.pop(0)
                     self._procs[job.seed] = proc = self._start(job)
                     on_event(job.seed, "started", {"pid": proc.pid})
-                    readers[job.seed] = threading.Thread(
-                        target=_pump, args=(proc, job, on_event), daemon=True
-                    )
-                    readers[job.seed].start()
+                    tails[job.seed] = _Tail(job, on_event)
                 for seed, proc in list(self._procs.items()):
+                    tails[seed].read()
                     if proc.poll() is not None:
-                        readers[seed].join()
+                        tails[seed].read()
                         codes[seed] = proc.returncode
                         del self._procs[seed]
                         on_event(seed, "done", {"code": proc.returncode})
                 time.sleep(0.1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM raised as `supervise.Terminated`
             self._stop_all()
             raise
         return codes
@@ -80,14 +85,19 @@ class LocalExecutor:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # not the parent's
         env.update(job.env)
         env["XP_PROGRESS"] = "lines"
-        return subprocess.Popen(
-            [sys.executable, "-m", "xp.cli", "train", *job.args],
-            cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
-        )  # fmt: skip
+        env[PARENT_ENV] = str(os.getpid())
+        if job.log is None:
+            job.log = Path(tempfile.mkstemp(prefix=f"xp-seed-{job.seed}-", suffix=".log")[1])
+        job.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(job.log, "a") as log:  # the child keeps its own descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "xp.cli", "train", *job.args], cwd=self.cwd, env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
+            )  # fmt: skip
 
     def _stop_all(self) -> None:
-        """Ctrl-C: every seed saves its checkpoint and ends KILLED (resumable), then we return."""
+        """Every seed saves its checkpoint and ends KILLED (resumable), then we return."""
         for proc in self._procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -98,19 +108,27 @@ class LocalExecutor:
                 proc.kill()
 
 
-def _pump(proc: subprocess.Popen, job: SeedJob, on_event: OnEvent) -> None:
-    """Copy a seed's output to its log and turn progress lines into events."""
-    log = open(job.log, "a") if job.log else None  # noqa: SIM115
-    try:
-        for line in proc.stdout:
-            if log:
-                log.write(line)
-                log.flush()
+class _Tail:
+    """Follows a seed's log file and turns its progress lines into events."""
+
+    def __init__(self, job: SeedJob, on_event: OnEvent):
+        self.job, self.on_event = job, on_event
+        self._offset = job.log.stat().st_size if job.log and job.log.exists() else 0
+        self._partial = ""
+
+    def read(self) -> None:
+        try:
+            with open(self.job.log, encoding="utf-8", errors="replace") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+                self._offset = f.tell()
+        except OSError:
+            return
+        lines = (self._partial + chunk).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
             if line.startswith("progress "):
                 step, total = line.split()[1].split("/")
-                on_event(job.seed, "progress", {"step": int(step), "total": int(total)})
+                self.on_event(self.job.seed, "progress", {"step": int(step), "total": int(total)})
             else:
-                on_event(job.seed, "line", {"line": line.rstrip("\n")})
-    finally:
-        if log:
-            log.close()
+                self.on_event(self.job.seed, "line", {"line": line})

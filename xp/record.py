@@ -107,6 +107,7 @@ def write(tracker: Any, config: Config, seeds: dict[str, int], prov: Provenance)
     for name, version in prov.data.items():
         context = CONTEXTS.get(name, "train")  # a backbone checkpoint is read for training
         tracker.log_input(name, version["path"], version["md5"], context)
+    tracker.set_tags({"xp.recorded": "true"})  # the record is whole (a resume checks this)
 
 
 def _bool(value: Any) -> str:

@@ -112,6 +112,31 @@ def plan_jobs(
     return jobs
 
 
+LIVE_SEED_WAIT_SECONDS = 60.0
+
+
+def _wait_for_live_seeds(root: Path, runs: list[SeedRun]) -> bool:
+    """Seeds whose run is RUNNING may still have a live process (the parent was killed a moment
+    ago and they are checkpointing): wait until they are gone, so none is trained twice at once.
+
+    Raises:
+        RepeatError: a seed is still being trained by a live process after the wait.
+    """
+    from xp import supervise
+
+    running = [r.run_id for r in runs if r.status == "RUNNING" and r.run_id]
+    if not running:
+        return False
+    held = supervise.wait_released(root, running, LIVE_SEED_WAIT_SECONDS)
+    if held:
+        pids = ", ".join(str(supervise.holder(root, r)) for r in held)
+        raise RepeatError(
+            f"seed run(s) {', '.join(held)} are still being trained by process(es) {pids}; "
+            "is the same repeat running elsewhere? Stop it, or wait for it to end"
+        )
+    return True
+
+
 def _summary_keys(runs: list[SeedRun]) -> list[str]:
     keys = {k for r in runs for k in r.metrics if k.startswith(SUMMARY_PREFIXES)}
     return sorted(keys)
@@ -236,6 +261,9 @@ def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
         value = float(spec)
     except ValueError:
         value = None
+    if value is not None and not math.isfinite(value):
+        raise RepeatError(f"--baseline {spec}: not a finite number; give a number or a repeat "
+                          "run id")  # fmt: skip
     if value is not None:  # a constant baseline: Welch with zero variance is the one-sample t-test
         return {"kind": "value", "id": None, "values": [value, value]}
     from xp import track
@@ -358,7 +386,9 @@ def repeat(
             f"--baseline {base['id']} was tested on other test data (md5 {base['test_md5']} vs "
             f"{prov.data['test']['md5']}): a score on other data proves nothing"
         )
-    extra = [f"--metric {metric}"] + ([f"--baseline {baseline}"] if baseline else [])
+    extra = ["--metric", metric] + (["--baseline", baseline] if baseline else [])
+    extra += ["--alpha", str(alpha)] if alpha != 0.05 else []
+    extra += ["--min-effect", str(min_effect)] if min_effect else []
     command = repeat_command(config.project, overrides, seeds_spec, extra)
     tags = record.tags_for(config, prov, config.train.deterministic, command)
     tags.update({"xp.kind": "repeat", "xp.seeds": ",".join(map(str, seeds)), "xp.metric": metric,
@@ -381,6 +411,8 @@ def repeat(
 
             tracker.log_text(to_yaml(config), "config.yaml")
         runs, _ = collect(parent, seeds, metric)
+        if _wait_for_live_seeds(root, runs):  # orphans of a killed parent still checkpointing
+            runs, _ = collect(parent, seeds, metric)
         log_dir = track.scratch_dir(root, parent)
         jobs = plan_jobs(runs, [config.project, *overrides], parent,
                          executor.threads_per_job(), log_dir)  # fmt: skip

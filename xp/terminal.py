@@ -6,12 +6,66 @@ alone, so `xp --help` stays cheap.
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 
 from rich.console import Console
 
 out = Console(soft_wrap=True)  # never break a run id or a path across lines
 err = Console(stderr=True, soft_wrap=True)
+
+
+class _ClosedPipeSafe:
+    """A stream that turns into /dev/null once its reader has gone (`xp train ... | head -1`,
+    or a repeat parent that died): what a run prints is never worth stopping its training."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._closed = False
+
+    def _drop(self) -> None:
+        self._closed = True
+        try:  # the fd is broken; point it at /dev/null so the interpreter's exit flush is quiet
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):
+                self._drop()
+            except OSError as e:
+                if e.errno != errno.EPIPE:
+                    raise
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._drop()
+            except OSError as e:
+                if e.errno != errno.EPIPE:
+                    raise
+                self._drop()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def guard_output_streams() -> None:
+    """Make stdout and stderr survive a reader that went away (a closed pipe)."""
+    if not isinstance(sys.stdout, _ClosedPipeSafe):
+        sys.stdout = _ClosedPipeSafe(sys.stdout)
+    if not isinstance(sys.stderr, _ClosedPipeSafe):
+        sys.stderr = _ClosedPipeSafe(sys.stderr)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:

@@ -7,6 +7,7 @@ handed in batches to a writer process (`xp.metric_writer`): logging every step c
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -43,14 +44,70 @@ def configure_store(repo_root: Path) -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(repo_root)
     os.environ["MLFLOW_TRACKING_URI"] = uri  # child processes (seeds, mlflow run) inherit it
+    if uri in _CHECKED:
+        return uri
+    _check_scheme(uri)
     if uri.startswith("sqlite:///"):
         install_sqlite_pragmas()
-        _enable_wal(Path(uri.removeprefix("sqlite:///")))
+        _enable_wal(Path(uri.removeprefix("sqlite:///")), uri)
+    _check_store(uri)
+    _CHECKED.add(uri)
     return uri
 
 
-def _enable_wal(db: Path) -> None:
-    db.parent.mkdir(parents=True, exist_ok=True)
+_CHECKED: set[str] = set()  # stores opened once by this process
+
+
+def _check_scheme(uri: str) -> None:
+    """A URI MLflow has no store for fails here with one line, not deep inside MLflow."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.split("+")[0]
+    known = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+    if scheme not in known:
+        from importlib.metadata import entry_points
+
+        plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
+        if scheme not in plugins:
+            raise TrackingError(
+                f"MLFLOW_TRACKING_URI={uri}: MLflow has no tracking store for the scheme "
+                f"'{scheme}:'; use sqlite:///<path>, postgresql://..., http(s)://<server> or a "
+                "folder path"
+            )
+
+
+def _check_store(uri: str) -> None:
+    """Open the store once (creating its tables) so that a store that cannot be opened is one
+    line before any run exists."""
+    import mlflow
+
+    try:
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:
+        raise TrackingError(
+            f"cannot open the tracking store {uri}: {_first_line(e)}; check MLFLOW_TRACKING_URI "
+            "(the folder must exist and be writable; a server must be reachable)"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def _enable_wal(db: Path, uri: str) -> None:
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrackingError(
+            f"cannot open the tracking store {uri}: cannot create {db.parent} ({e.strerror}); "
+            "point MLFLOW_TRACKING_URI at a writable folder"
+        ) from None
+    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise TrackingError(
+            f"cannot open the tracking store {uri}: {db if db.exists() else db.parent} is not "
+            "writable; point MLFLOW_TRACKING_URI at a writable folder"
+        )
     try:
         with sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000) as con:
             con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file itself
@@ -98,6 +155,9 @@ class MlflowTracker:
         self._last_flush = time.monotonic()
         self._uri = os.environ["MLFLOW_TRACKING_URI"]
         self._writer = start_writer()  # from xp.metric_writer
+        self.resumed = False
+        self._recorded: dict[str, dict[int, float]] | None = None  # points already in the store
+        self.mismatched_points = 0
 
     # -- params, tags -------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -121,15 +181,36 @@ class MlflowTracker:
         return self._client.get_run(self.run_id).data.tags
 
     # -- metrics ------------------------------------------------------------------------------
+    def skip_recorded_points(self) -> None:
+        """A resumed run replays the steps between its checkpoint and the kill; the points of
+        those steps that reached the store before the kill are not logged a second time."""
+        keys = self._client.get_run(self.run_id).data.metrics.keys()
+        self._recorded = {
+            k: {m.step: m.value for m in self._client.get_metric_history(self.run_id, k)}
+            for k in keys
+        }
+
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Buffer metrics; a writer process puts them in the store, off the training process."""
         ts = int(time.time() * 1000)
+        if self._recorded:
+            metrics = self._unrecorded(metrics, step)
         self._buffer.extend((k, float(v), ts, step) for k, v in metrics.items())
         if (
             len(self._buffer) >= self._flush_every
             or time.monotonic() - self._last_flush > self._flush_seconds
         ):
             self._send()
+
+    def _unrecorded(self, metrics: dict[str, float], step: int) -> dict[str, float]:
+        out = {}
+        for k, v in metrics.items():
+            before = self._recorded.get(k, {}).get(step)
+            if before is None:
+                out[k] = v
+            elif not (before == v or (math.isnan(before) and math.isnan(v))):
+                self.mismatched_points += 1  # the replay differs: non-deterministic kernels
+        return out
 
     def _send(self) -> None:
         batch, self._buffer = self._buffer, []
@@ -154,19 +235,6 @@ class MlflowTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._client.log_text(self.run_id, text, artifact_file)
-
-    def download_artifacts(self, artifact_path: str, dst: Path) -> Path:
-        """Download `artifact_path` of this run into `dst`; returns the local path."""
-        dst.mkdir(parents=True, exist_ok=True)
-        try:
-            local = self._mlflow.artifacts.download_artifacts(
-                run_id=self.run_id, artifact_path=artifact_path, dst_path=str(dst)
-            )
-        except Exception as e:
-            raise TrackingError(
-                f"run {self.run_id} has no artifact {artifact_path!r} to resume from ({e})"
-            ) from None
-        return Path(local)
 
     def log_input(self, name: str, path: str, md5: str, context: str) -> None:
         """Record a dataset read by the run, its digest being the DVC md5."""
@@ -218,6 +286,8 @@ class MlflowTracker:
         """Flush and close the run with an MLflow status (FINISHED, FAILED, KILLED)."""
         try:
             self.flush()
+            if self.mismatched_points:  # kept the first value of each; say that it differed
+                self.set_tags({"xp.resume.mismatched_points": str(self.mismatched_points)})
         finally:
             self._mlflow.end_run(status=status)
 
@@ -226,10 +296,14 @@ class NullTracker:
     """Tracking off (`--no-track`): the same methods, nothing recorded."""
 
     enabled = False
+    resumed = False
 
     def __init__(self) -> None:
         self.run_id = f"notrack-{uuid.uuid4().hex[:12]}"
         self._metrics: dict[str, list[tuple[int, float]]] = {}
+
+    def skip_recorded_points(self) -> None:
+        pass
 
     def log_params(self, params: dict[str, Any]) -> None:
         pass
@@ -254,9 +328,6 @@ class NullTracker:
 
     def log_text(self, text: str, artifact_file: str) -> None:
         pass
-
-    def download_artifacts(self, artifact_path: str, dst: Path) -> Path:
-        raise TrackingError("tracking is off (--no-track): there is no run to resume from")
 
     def log_input(self, name: str, path: str, md5: str, context: str) -> None:
         pass
@@ -307,9 +378,57 @@ def start_tracker(
             experiment_id=experiment_for(project, repo_root), run_name=run_name, tags=tags
         )
     tracker = MlflowTracker(run.info.run_id)
+    tracker.resumed = resume_run_id is not None
     if run_id and tags:
         tracker.set_tags(tags)
     return tracker
+
+
+RESUMABLE = ("RUNNING", "KILLED")
+
+
+def resumable_run(run_id: str, project: str) -> Any:
+    """The run `--resume` names, if it is a killed (or orphaned) training run of `project`.
+
+    Reads only: a mistake here leaves the named run exactly as it was.
+
+    Raises:
+        TrackingError: unknown id, not a training run, another project, or a finished run.
+    """
+    run = get_run(run_id)
+    tags, status = run.data.tags, run.info.status
+    kind = tags.get("xp.kind", "none")
+    if kind != "train":
+        raise TrackingError(
+            f"--resume {run_id}: not a training run (xp.kind={kind}); give the id of a killed "
+            "`xp train` run (a repeat resumes by running the same `xp repeat` command again)"
+        )
+    if tags.get("xp.project") != project:
+        raise TrackingError(
+            f"--resume {run_id}: the run belongs to project {tags.get('xp.project')!r}, not "
+            f"{project!r}; resume it with `xp train {tags.get('xp.project')} --resume {run_id}`"
+        )
+    crashed = status == "FAILED" and "xp.outcome" not in tags  # died of an error of its own
+    if status not in RESUMABLE and not crashed:
+        outcome = tags.get("xp.outcome", "?")
+        raise TrackingError(
+            f"--resume {run_id}: the run is finished ({status}, outcome {outcome}); only a "
+            "killed run can be resumed; start a new run instead"
+        )
+    return run
+
+
+def fetch_artifacts(run_id: str, artifact_path: str, dst: Path) -> bool:
+    """Download `artifact_path` of a run into `dst`; False when the run has none."""
+    import mlflow
+
+    if not mlflow.MlflowClient().list_artifacts(run_id, artifact_path):
+        return False
+    dst.mkdir(parents=True, exist_ok=True)
+    mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
+    )
+    return True
 
 
 def run_tags(run_id: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xp import XpError, checkpoint, record
+from xp import XpError, checkpoint, record, supervise
 from xp.config import Config, higher_is_better, metrics_for
 from xp.data import load_splits, take, to_tensors
 from xp.metrics import task_metrics, trivial_baseline
@@ -81,15 +81,37 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
 def pick_device(name: str) -> torch.device:
-    """`auto` -> cuda if present, else mps, else cpu."""
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    """`auto` -> cuda if present, else mps, else cpu; a named device must exist here.
+
+    Raises:
+        XpError: the named device is not on this machine.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            built = torch.version.cuda or "none: a CPU-only build"
+            raise XpError(
+                f"train.device={name}: this machine has no usable CUDA device (torch "
+                f"{torch.__version__}, CUDA {built}); use train.device=auto or cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise XpError(
+                f"train.device={name}: this machine has {count} CUDA device(s), "
+                f"cuda:0..cuda:{count - 1}"
+            )
+    if device.type == "mps" and not _mps_available():
+        raise XpError(f"train.device={name}: MPS is not available here; use auto or cpu")
+    return device
 
 
 def device_label(device: torch.device) -> str:
@@ -222,9 +244,11 @@ def train(
     Raises:
         XpError: missing data, a bad model name, an unknown resume id.
     """
-    # ---- setup: everything that can fail for a user reason fails before the run exists
+    # ---- setup: everything that can fail for a user reason fails before the store changes
     seeds = derive_seeds(config.seed.master, config.seed.model_dump(exclude={"master"}))
     t = config.train
+    if resume and not track:
+        raise XpError("--resume needs tracking: the run to continue lives in the store")
     if track:  # the metric writer imports MLflow while the model loads, not during the loop
         from xp.track import configure_store, start_writer
 
@@ -238,7 +262,7 @@ def train(
     _check_layers(config, model)
     model.to(device)
     prov = record.gather(config, root, (source["kind"], source["location"]), device_label(device))
-    splits = load_splits(config, root)
+    splits = load_splits(config, root, prov.data)
     feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
 
     command = record.command_for(config.project, overrides or [])
@@ -246,18 +270,29 @@ def train(
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
     if group:
         tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
+    lock, saved, recorded = None, None, {}
     if resume:
-        if not track:
-            raise XpError("--resume needs tracking: the run to continue lives in the store")
-        _check_resumable(resume, tags)
+        recorded = _check_resumable(resume, config.project, tags)
+        lock = supervise.try_lock(root, resume)
+        if lock is None:
+            pid = supervise.holder(root, resume)
+            raise XpError(f"run {resume} is being trained right now by process {pid}; "
+                          "wait for it to end, or stop it (it checkpoints on SIGTERM)")  # fmt: skip
+        saved = _load_resume_point(root, resume, model)  # None: killed before its first one
         tags = {}  # the reopened run keeps its own provenance: none of it is overwritten
+    rewrite = not resume or "xp.recorded" not in recorded  # (killed while it was written)
     tracker = start_tracker(track, config.project, root, resume_run_id=resume, tags=tags)
+    if lock is None and track:
+        lock = supervise.try_lock(root, tracker.run_id)
     try:
-        if not resume:
+        if resume:
+            tracker.skip_recorded_points()  # a replayed step is not logged twice
+        if rewrite:
             record.write(tracker, config, seeds, prov)
+        supervise.fault_point("setup")
         events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
         return _fit(config, root, model, tokenizer, feats, splits, seeds, device, tracker,
-                    resume is not None, events)  # fmt: skip
+                    saved, events)  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was logged
         tracker.end("KILLED")
         raise
@@ -265,13 +300,17 @@ def train(
         tracker.set_tags({"xp.outcome": "failed"})
         tracker.end("FAILED")
         raise
+    finally:
+        if lock is not None:
+            lock.release()
 
 
-def _check_resumable(run_id: str, tags: dict[str, str]) -> None:
-    """Refuse to resume on other code or data: the run would no longer be one run."""
-    from xp.track import run_tags
+def _check_resumable(run_id: str, project: str, tags: dict[str, str]) -> dict[str, str]:
+    """Refuse, before anything is written, to resume a run that is not a killed training run of
+    this project, or on other code or data (it would no longer be one run). Returns its tags."""
+    from xp.track import resumable_run
 
-    recorded = run_tags(run_id)
+    recorded = resumable_run(run_id, project).data.tags
     keys = ["xp.config_hash", "xp.git.commit"] + [k for k in tags if k.endswith(".md5")]
     changed = [k for k in keys if k in recorded and recorded[k] != tags.get(k)]
     if changed:
@@ -280,6 +319,36 @@ def _check_resumable(run_id: str, tags: dict[str, str]) -> None:
             f"cannot resume run {run_id}: {k} was {recorded[k]}, is now {tags.get(k)}; "
             "restore that code and data (git checkout, dvc checkout) or start a new run"
         )
+    return recorded
+
+
+def _load_resume_point(root: Path, run_id: str, model: torch.nn.Module) -> dict[str, Any] | None:
+    """The last checkpoint of a run (local, else the copy logged in the run), loaded into `model`;
+    None when the run was killed before its first checkpoint (it restarts from step 0).
+
+    Raises:
+        XpError: the checkpoint is corrupt or holds objects outside the allowed types.
+    """
+    from xp.track import fetch_artifacts
+
+    work = scratch_dir(root, run_id)
+    last_dir = work / "checkpoints" / "last"
+    if not checkpoint.exists(last_dir):
+        fetch_artifacts(run_id, "checkpoints", work)  # nothing logged yet: nothing fetched
+    if not checkpoint.exists(last_dir):
+        return None
+    try:
+        saved = checkpoint.load_state(last_dir)
+        checkpoint.load_weights(last_dir, model)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XpError(
+            f"cannot resume run {run_id}: its checkpoint {last_dir} is corrupt or holds objects "
+            f"outside the allowed types ({type(e).__name__}: {reason[:200]}); the run is left "
+            f"as it was. Delete {last_dir.parent} to fall back to the copy logged in the run, "
+            "or start a new run"
+        ) from None
+    return saved
 
 
 def _fit(
@@ -292,7 +361,7 @@ def _fit(
     seeds: dict[str, int],
     device: torch.device,
     tracker: Tracker,
-    resuming: bool,
+    saved: dict[str, Any] | None,
     events: Events,
 ) -> Result:
     t, ev = config.train, config.eval
@@ -319,20 +388,16 @@ def _fit(
 
     # position and early-stopping state; a resumed run takes them from its last checkpoint
     state: dict[str, Any] = {"step": 0, "epoch": 0, "next_batch": 0, "best_value": None,
-                             "best_step": None, "best_val": {}, "bad_evals": 0}  # fmt: skip
+                             "best_step": None, "best_val": {}, "bad_evals": 0,
+                             "outcome": "ok"}  # fmt: skip
     torch.manual_seed(seeds["dropout"])  # from here on the global RNG only feeds dropout
-    if resuming:
-        if not checkpoint.exists(last_dir):
-            tracker.download_artifacts("checkpoints", work.parent)
-        if not checkpoint.exists(last_dir):  # (no best one yet if killed before an evaluation)
-            raise XpError(f"run {tracker.run_id} has no last checkpoint to resume from")
-        saved = checkpoint.load_state(last_dir)
-        checkpoint.load_weights(last_dir, model)
+    if saved is not None:  # the weights are already in the model
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
         state.update(saved["position"])
+    if tracker.resumed:
         tracker.set_tags({"xp.resumed_at_step": str(state["step"])})
 
     def snapshot(directory: Path) -> None:
@@ -341,13 +406,26 @@ def _fit(
             "scaler": scaler.state_dict(), "rng": rng_state(), "position": dict(state),
         })  # fmt: skip
 
+    logged_best = [state["best_step"] if saved is not None else None]
+
+    def save_resume_point() -> None:
+        """The record is never behind the checkpoint: every metric point logged so far is in the
+        store before this checkpoint can become the point a resumed run starts from."""
+        tracker.flush()
+        supervise.fault_point("checkpoint", state["step"])
+        snapshot(last_dir)
+        if state["best_step"] != logged_best[0] and checkpoint.exists(best_dir):
+            tracker.log_artifacts(best_dir, "checkpoints/best")  # the best one it refers to
+            logged_best[0] = state["best_step"]
+        tracker.log_artifacts(last_dir, "checkpoints/last")
+
     metric = ev.metric
     # fault injection, to test failure handling end to end: XP_FAULT_NAN_SEEDS=2,5
     nan_fault = str(config.seed.master) in os.environ.get("XP_FAULT_NAN_SEEDS", "").split(",")
     n_train = len(feats["train"]["labels"])
     bs, accum = t.batch_size, t.grad_accum
     events("fit", {"total": total, "step": state["step"]})
-    outcome, message = "ok", ""
+    outcome, message = state["outcome"], ""  # a run resumed after early stopping stays stopped
     trainable_from = None
     started = time.perf_counter()
     with _StopFlag() as stop:
@@ -396,10 +474,12 @@ def _fit(
                     step,
                 )
                 events("step", {"step": step, "total": total, "loss": loss_value})
+                supervise.fault_point("step", step)
 
                 end_of_epoch = state["next_batch"] == 0
                 due = step % ev.every == 0 if ev.every else end_of_epoch
                 if due or step == total:
+                    supervise.fault_point("eval", step)
                     val = evaluate(model, feats["validation"], config, device)
                     tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step)
                     events("eval", {"step": step, "metrics": val})
@@ -410,18 +490,17 @@ def _fit(
                     else:
                         state["bad_evals"] += 1
                         if ev.patience and state["bad_evals"] >= ev.patience:
-                            outcome = "early_stopped"
+                            outcome = state["outcome"] = "early_stopped"
                             break
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
-                    snapshot(last_dir)
-                    tracker.log_artifacts(last_dir, "checkpoints/last")
+                    save_resume_point()
                 if stop.signal is not None or step >= total:
                     break
             if stop.signal is not None:
                 break
     tracker.flush()  # metrics are in the store before the loop's time is taken
     fit_seconds = time.perf_counter() - started
-    snapshot(last_dir)
+    snapshot(last_dir)  # (after the flush: the record is never behind the checkpoint)
 
     if stop.signal is not None and outcome == "ok" and state["step"] < total:
         # killed: keep everything needed to resume, mark the run KILLED
@@ -472,6 +551,7 @@ def _finish(
     final.update({f"best/val/{k}": v for k, v in state["best_val"].items()})
     final.update({f"baseline/test/{k}": v for k, v in baseline.items()})
     tracker.log_metrics(final, state["step"])
+    tracker.flush()  # the final metrics are recorded before the slow part, the model
     primary = metric if metric in baseline else metrics_for(config.task)[-1]
     if not _improved(test[primary], baseline[primary], primary, 0.0):
         outcome = "failed"
@@ -501,6 +581,7 @@ def _log_model(
     if not tracker.enabled:
         return
     model.to("cpu").eval()
+    supervise.fault_point("log_model")
     if tokenizer is not None:
         task = "text-classification"
         tracker.log_model({"model": model, "tokenizer": tokenizer}, "transformers", task=task)
