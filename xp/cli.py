@@ -389,7 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     Click's own errors (an option out of range, a missing option, an unknown option) would print
     a usage box; they get the same one line and exit code 2 as every other user error.
     """
-    import click
+    try:  # typer >= 0.20 carries its own copy of click
+        from typer._click import exceptions as click_errors
+    except ImportError:  # pragma: no cover (older typer on the real click)
+        from click import exceptions as click_errors
 
     from xp.terminal import guard_output_streams
 
@@ -397,13 +400,13 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     try:
         code = app(args=argv, prog_name="xp", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as e:
+    except click_errors.NoArgsIsHelpError as e:
         e.show()
         return EXIT_USER_ERROR
-    except click.ClickException as e:
+    except click_errors.ClickException as e:
         err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Abort:  # Ctrl-C outside a verb's own handling
+    except click_errors.Abort:  # Ctrl-C outside a verb's own handling
         return 130
     return code if isinstance(code, int) else 0
 

@@ -289,8 +289,8 @@ def train(
             tracker.skip_recorded_points()  # a replayed step is not logged twice
         if rewrite:
             record.write(tracker, config, seeds, prov)
-        supervise.fault_point("setup")
         events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
+        supervise.fault_point("setup")
         return _fit(config, root, model, tokenizer, feats, splits, seeds, device, tracker,
                     saved, events)  # fmt: skip
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was logged

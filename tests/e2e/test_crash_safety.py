@@ -1,0 +1,165 @@
+"""A kill -9 anywhere loses nothing; killing a repeat's parent by any signal orphans nothing.
+
+Each training test kills a real `xp train` process with SIGKILL at one point (fault injection,
+`XP_FAULT_KILL`), resumes it with `--resume`, and compares the whole record with a run of the
+same seed that was never interrupted: every point of every metric and the final metrics, with
+`==`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import mlflow
+import numpy as np
+import pytest
+
+from tests.conftest import BIN, parent_id_in, run
+from xp import supervise
+
+pytestmark = pytest.mark.e2e
+
+# 20 steps (2 epochs of 10), an evaluation and a resumable checkpoint every 5 steps
+ARGS = ["digits", "train.epochs=2", "eval.every=5", "eval.patience=null",
+        "train.checkpoint_every=5", "train.threads=1"]  # fmt: skip
+
+
+def _run_id(stdout: str) -> str:
+    return next(line.split()[1] for line in stdout.splitlines() if line.startswith("run "))
+
+
+def _record(run_id: str, uri: str) -> tuple[dict, dict, int]:
+    """(key -> sorted points, final metrics, points logged more than once)."""
+    client = mlflow.MlflowClient(uri)
+    r = client.get_run(run_id)
+    hist, dup = {}, 0
+    for key in r.data.metrics:
+        points = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        dup += sum(c - 1 for c in Counter(s for s, _ in points).values() if c > 1)
+        hist[key] = sorted(points)
+    return hist, dict(r.data.metrics), dup
+
+
+@pytest.fixture(scope="module")
+def crash(built_repo, tmp_path_factory):
+    """A copy of the repo, its store, and one uninterrupted run to compare with."""
+    base = tmp_path_factory.mktemp("crash")
+    repo = base / "repo"
+    shutil.copytree(built_repo, repo, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    proc = run(["xp", "train", *ARGS], repo, env={"MLFLOW_TRACKING_URI": uri})
+    return repo, uri, _record(_run_id(proc.stdout), uri)
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["setup", "step@3", "step@13", "eval@15", "checkpoint@10", "log_model"],
+    ids=["before-first-checkpoint", "first-epoch", "mid-epoch-2", "during-eval",
+         "during-checkpoint-save", "while-logging-the-model"],  # fmt: skip
+)
+def test_kill_9_then_resume_equals_the_uninterrupted_run(crash, point, monkeypatch):
+    repo, uri, (ref_hist, ref_final, _) = crash
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    env = {"MLFLOW_TRACKING_URI": uri}
+    killed = run(["xp", "train", *ARGS], repo, env={**env, supervise.FAULT_ENV: point},
+                 check=False)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    run_id = _run_id(killed.stdout)
+    assert mlflow.get_run(run_id).info.status == "RUNNING"  # nobody could say otherwise
+    resumed = run(["xp", "train", "digits", "--resume", run_id], repo, env=env)
+    assert f"ok run {run_id}" in resumed.stdout
+    hist, final, dup = _record(run_id, uri)
+    assert dup == 0  # no point twice
+    assert hist == ref_hist  # every point of every metric, same steps, same values
+    assert final == ref_final  # bit for bit
+    done = mlflow.get_run(run_id)
+    assert done.info.status == "FINISHED" and done.data.tags["xp.outcome"] == "ok"
+    assert "xp.resume.mismatched_points" not in done.data.tags
+    if point in ("setup", "step@3"):  # killed before its first checkpoint: from step 0
+        assert done.data.tags["xp.resumed_at_step"] == "0"
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    assert model.predict(np.zeros((1, 8, 8), dtype=np.float32)).shape == (1, 5)
+
+
+def _seed_pids(repo, parent_id: str) -> dict[str, int]:
+    from xp.track import children_of
+
+    pids = {}
+    for child in children_of(parent_id):
+        pid = supervise.holder(repo, child.info.run_id)
+        if pid:
+            pids[child.info.run_id] = pid
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killing_a_repeats_parent_orphans_nothing_and_fails_no_seed(repo, sig):
+    args = ["xp", "repeat", "digits", "train.epochs=60", "eval.every=50", "eval.patience=null",
+            "train.checkpoint_every=100", "--seeds", "2", "--jobs", "2"]  # fmt: skip
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    parent_id = parent_id_in(proc.stdout.readline())
+    logs = [repo / ".xp" / "runs" / parent_id / f"seed-{s}.log" for s in (1, 2)]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(
+        log.exists() and "progress " in log.read_text() for log in logs
+    ):
+        time.sleep(0.2)
+    pids = _seed_pids(repo, parent_id)
+    assert len(pids) == 2, "both seeds train"
+    proc.send_signal(sig)
+    killed_at = time.monotonic()
+    proc.communicate(timeout=120)
+    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    while any(_alive(p) for p in pids.values()) and time.monotonic() - killed_at < 30:
+        time.sleep(0.1)
+    gone_after = time.monotonic() - killed_at
+    assert not any(_alive(p) for p in pids.values()), "no orphan"
+    assert gone_after <= 10, f"seeds outlived their parent by {gone_after:.1f} s"
+
+    from xp.track import children_of
+
+    kids = children_of(parent_id)
+    assert {k.info.status for k in kids} == {"KILLED"}  # checkpointed, resumable, not failed
+    assert not any(k.data.tags.get("xp.outcome") for k in kids)
+    parent = mlflow.get_run(parent_id)
+    assert parent.info.status == ("KILLED" if sig == signal.SIGTERM else "RUNNING")
+
+    again = run(args, repo)  # the same command resumes every seed
+    assert parent_id_in(again.stdout) == parent_id and "resuming" in again.stdout
+    kids = children_of(parent_id)
+    assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
+    assert {k.data.tags["xp.resumed_at_step"] for k in kids} != {"0"}  # resumed, not restarted
+    parent = mlflow.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["xp.failed_seeds"] == ""
+    assert parent.data.metrics["test/f1/n"] == 2
+
+
+def test_a_closed_stdout_never_stops_training(repo):
+    """`xp train digits | head -n 1`: the reader goes away, the run goes on and finishes."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.Popen(["xp", "train", "digits", "seed=7", "train.epochs=2"], cwd=repo,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `head -n 1` does after its line
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+    run_id = first.split()[1]
+    r = mlflow.get_run(run_id)
+    assert r.info.status == "FINISHED" and r.data.tags["xp.outcome"] == "ok"
