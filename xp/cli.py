@@ -381,6 +381,7 @@ def _quiet_libraries() -> None:
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.ERROR)  # "Creating tables..."
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # "no model card on the hub"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error
 
 
 def main(argv: list[str] | None = None) -> int:

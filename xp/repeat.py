@@ -249,6 +249,18 @@ def run_seeds(executor: Executor, jobs: list[SeedJob], on_event: OnEvent) -> dic
     return executor.run(jobs, on_event)
 
 
+def _check_baseline_number(spec: str | None) -> float | None:
+    """`--baseline` as a number (None when it is a run id); a NaN or infinite one is refused."""
+    try:
+        value = float(spec) if spec is not None else None
+    except ValueError:
+        return None
+    if value is not None and not math.isfinite(value):
+        raise RepeatError(f"--baseline {spec}: not a finite number; give a number or a repeat "
+                          "run id")  # fmt: skip
+    return value
+
+
 def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
     """`--baseline`: a repeat run id (its successful seeds' values) or a number.
 
@@ -257,13 +269,7 @@ def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
     """
     if spec is None:
         return None
-    try:
-        value = float(spec)
-    except ValueError:
-        value = None
-    if value is not None and not math.isfinite(value):
-        raise RepeatError(f"--baseline {spec}: not a finite number; give a number or a repeat "
-                          "run id")  # fmt: skip
+    value = _check_baseline_number(spec)
     if value is not None:  # a constant baseline: Welch with zero variance is the one-sample t-test
         return {"kind": "value", "id": None, "values": [value, value]}
     from xp import track
@@ -377,6 +383,7 @@ def repeat(
     if not metric.startswith(SUMMARY_PREFIXES) or name not in metrics_for(config.task):
         allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
         raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
+    _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
     track.configure_store(root)
     base = resolve_baseline(baseline, metric)
     kind, where = resolve_source(config.model.name, root)

@@ -249,12 +249,11 @@ def train(
     t = config.train
     if resume and not track:
         raise XpError("--resume needs tracking: the run to continue lives in the store")
+    device = pick_device(t.device)
     if track:  # the metric writer imports MLflow while the model loads, not during the loop
         from xp.track import configure_store, start_writer
 
-        configure_store(root)
         start_writer()
-    device = pick_device(t.device)
     if t.threads:
         torch.set_num_threads(t.threads)
     set_deterministic(t.deterministic)
@@ -264,6 +263,8 @@ def train(
     prov = record.gather(config, root, (source["kind"], source["location"]), device_label(device))
     splits = load_splits(config, root, prov.data)
     feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
+    if track:
+        configure_store(root)  # (a store that cannot be opened is one line, and no run)
 
     command = record.command_for(config.project, overrides or [])
     tags = record.tags_for(config, prov, t.deterministic, command)

@@ -59,8 +59,14 @@ def crash(built_repo, tmp_path_factory):
 @pytest.mark.parametrize(
     "point",
     ["setup", "step@3", "step@13", "eval@15", "checkpoint@10", "log_model"],
-    ids=["before-first-checkpoint", "first-epoch", "mid-epoch-2", "during-eval",
-         "during-checkpoint-save", "while-logging-the-model"],  # fmt: skip
+    ids=[
+        "before-first-checkpoint",
+        "first-epoch",
+        "mid-epoch-2",
+        "during-eval",
+        "during-checkpoint-save",
+        "while-logging-the-model",
+    ],  # fmt: skip
 )
 def test_kill_9_then_resume_equals_the_uninterrupted_run(crash, point, monkeypatch):
     repo, uri, (ref_hist, ref_final, _) = crash
@@ -105,7 +111,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "Ctrl-C"]
+)
 def test_killing_a_repeats_parent_orphans_nothing_and_fails_no_seed(repo, sig):
     args = ["xp", "repeat", "digits", "train.epochs=60", "eval.every=50", "eval.patience=null",
             "train.checkpoint_every=100", "--seeds", "2", "--jobs", "2"]  # fmt: skip
@@ -124,7 +132,7 @@ def test_killing_a_repeats_parent_orphans_nothing_and_fails_no_seed(repo, sig):
     proc.send_signal(sig)
     killed_at = time.monotonic()
     proc.communicate(timeout=120)
-    assert proc.returncode == (143 if sig == signal.SIGTERM else -signal.SIGKILL)
+    assert proc.returncode == {signal.SIGKILL: -9, signal.SIGTERM: 143, signal.SIGINT: 130}[sig]
     while any(_alive(p) for p in pids.values()) and time.monotonic() - killed_at < 30:
         time.sleep(0.1)
     gone_after = time.monotonic() - killed_at
@@ -137,13 +145,17 @@ def test_killing_a_repeats_parent_orphans_nothing_and_fails_no_seed(repo, sig):
     assert {k.info.status for k in kids} == {"KILLED"}  # checkpointed, resumable, not failed
     assert not any(k.data.tags.get("xp.outcome") for k in kids)
     parent = mlflow.get_run(parent_id)
-    assert parent.info.status == ("KILLED" if sig == signal.SIGTERM else "RUNNING")
+    assert parent.info.status == ("RUNNING" if sig == signal.SIGKILL else "KILLED")
 
     again = run(args, repo)  # the same command resumes every seed
     assert parent_id_in(again.stdout) == parent_id and "resuming" in again.stdout
     kids = children_of(parent_id)
     assert len(kids) == 2 and {k.info.status for k in kids} == {"FINISHED"}
-    assert {k.data.tags["xp.resumed_at_step"] for k in kids} != {"0"}  # resumed, not restarted
+    client = mlflow.MlflowClient()
+    for k in kids:  # resumed, not restarted: every step once
+        assert k.data.tags["xp.resumed_at_step"] != "0"
+        steps = [m.step for m in client.get_metric_history(k.info.run_id, "train/loss")]
+        assert sorted(steps) == list(range(1, 601))
     parent = mlflow.get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["xp.failed_seeds"] == ""
     assert parent.data.metrics["test/f1/n"] == 2
