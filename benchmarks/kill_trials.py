@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,15 +53,12 @@ def start_and_wait_for_run(args: list[str], env: dict[str, str]) -> tuple[subpro
     raise RuntimeError(f"no run started: exit {proc.wait()}")
 
 
-def history(client, run_id: str) -> tuple[dict, int]:
+def history(run_id: str) -> tuple[dict, int]:
     """key -> sorted [(step, value)], and how many (key, step) points occur more than once."""
-    run = client.get_run(run_id)
-    out, dup = {}, 0
-    for key in run.data.metrics:
-        points = [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-        dup += sum(c - 1 for c in Counter(s for s, _ in points).values() if c > 1)
-        out[key] = sorted(points)
-    return out, dup
+    from xp.track import metric_histories, repeated_points
+
+    hist = metric_histories(run_id)
+    return hist, repeated_points(hist)
 
 
 def main() -> None:
@@ -88,7 +84,7 @@ def main() -> None:
             break
     span = time.monotonic() - after_start  # from the run's start line to its end in the store
     proc.communicate()
-    ref, _ = history(client, ref_id)
+    ref, _ = history(ref_id)
     ref_final = client.get_run(ref_id).data.metrics
 
     rng = random.Random(opts.seed)
@@ -101,10 +97,10 @@ def main() -> None:
         proc.communicate()
         killed_status = client.get_run(rid).info.status
         finished_first = killed_status == "FINISHED"  # the kill came after the record was whole
-        points_before = sum(len(v) for v in history(client, rid)[0].values())
+        points_before = sum(len(v) for v in history(rid)[0].values())
         resume = xp(["digits", "--resume", rid], env)
         out, _ = resume.communicate()
-        hist, dup = history(client, rid)
+        hist, dup = history(rid)
         final = client.get_run(rid).data.metrics
         missing = sum(len(set(v) - set(hist.get(k, []))) for k, v in ref.items())
         extra = sum(len(set(v) - set(ref.get(k, []))) for k, v in hist.items())

@@ -73,12 +73,17 @@ def built_repo(tmp_path_factory) -> Path:
     return repo
 
 
+def copy_repo(built_repo: Path, base: Path) -> Path:
+    """A copy of the built repo at `base/repo`, without its run scratch folders."""
+    dst = base / "repo"
+    shutil.copytree(built_repo, dst, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
+    return dst
+
+
 @pytest.fixture
 def repo(built_repo: Path, tmp_path: Path) -> Path:
     """A private copy of the built repo (tests may dirty it) with its own tracking store."""
-    dst = tmp_path / "repo"
-    shutil.copytree(built_repo, dst, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
-    return dst
+    return copy_repo(built_repo, tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -124,8 +129,7 @@ def digits_groups(built_repo, tmp_path_factory):
     """Two 3-seed `xp repeat` groups in one store (the strong one with the weak as baseline),
     shared by the repeat, compare, promote and reproduce tests: seeds are the slow part."""
     base = tmp_path_factory.mktemp("groups")
-    repo = base / "repo"
-    shutil.copytree(built_repo, repo, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
+    repo = copy_repo(built_repo, base)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"}
     ids, stdout = {}, {}
     for name, args in (("weak", WEAK), ("strong", STRONG)):

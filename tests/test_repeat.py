@@ -108,8 +108,9 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     again = run(shlex.split(strong), repo, env=env)
     assert parent_id_in(again.stdout) == ids["strong"] and "resuming" in again.stdout
     assert len(_children(ids["strong"])) == 3
-    seed_command = children[0].data.tags["xp.command"]
-    rerun = run(shlex.split(seed_command), repo, env=env)
+    seed_command = children[0].data.tags["xp.command"]  # (into a store of its own: not a seed)
+    other = {"MLFLOW_TRACKING_URI": f"sqlite:///{repo.parent / 'rerun.db'}"}
+    rerun = run(shlex.split(seed_command), repo, env=other)
     assert rerun.stdout.splitlines()[-1].startswith("ok run ")
 
     rebuilt = run(["xp", "report", parent_id], repo, env=env)

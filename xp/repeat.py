@@ -371,9 +371,7 @@ def repeat(
     Raises:
         XpError: bad seeds or metric, unknown baseline, missing data.
     """
-    from xp import record, track
     from xp.config import metrics_for
-    from xp.models import resolve_source
 
     seeds = parse_seeds(seeds_spec)
     if any(o.split("=", 1)[0].split(".")[0] == "seed" for o in overrides):
@@ -384,6 +382,9 @@ def repeat(
         allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
         raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
+    from xp import record, track
+    from xp.models import resolve_source
+
     track.configure_store(root)
     base = resolve_baseline(baseline, metric)
     kind, where = resolve_source(config.model.name, root)

@@ -33,28 +33,25 @@ class _ClosedPipeSafe:
         except (OSError, ValueError):
             pass
 
+    def _try(self, call, *args):
+        try:
+            return call(*args)
+        except (BrokenPipeError, ValueError):
+            self._drop()
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            self._drop()
+        return None
+
     def write(self, text: str) -> int:
         if not self._closed:
-            try:
-                return self._stream.write(text)
-            except (BrokenPipeError, ValueError):
-                self._drop()
-            except OSError as e:
-                if e.errno != errno.EPIPE:
-                    raise
-                self._drop()
+            self._try(self._stream.write, text)
         return len(text)
 
     def flush(self) -> None:
         if not self._closed:
-            try:
-                self._stream.flush()
-            except (BrokenPipeError, ValueError):
-                self._drop()
-            except OSError as e:
-                if e.errno != errno.EPIPE:
-                    raise
-                self._drop()
+            self._try(self._stream.flush)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)

@@ -478,14 +478,23 @@ def children_of(parent_id: str) -> list[Any]:
     return search_runs(f"tags.`xp.group` = '{parent_id}'", [parent.info.experiment_id])
 
 
-def metric_histories(run_id: str, keys: list[str]) -> dict[str, list[tuple[int, float]]]:
-    """(step, value) pairs of several metrics of one run, in step order."""
+def metric_histories(
+    run_id: str, keys: list[str] | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) pairs of several metrics of one run (default: all of them), in step order."""
     import mlflow
 
     client = mlflow.MlflowClient()
+    if keys is None:
+        keys = list(client.get_run(run_id).data.metrics)
     return {
         k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys
     }
+
+
+def repeated_points(histories: dict[str, list[tuple[int, float]]]) -> int:
+    """How many (metric, step) points occur more than once (a run logs each exactly once)."""
+    return sum(len(points) - len({s for s, _ in points}) for points in histories.values())
 
 
 def recorded_text(run_id: str, artifact_file: str) -> str:

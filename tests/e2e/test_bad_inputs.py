@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 
-from tests.conftest import parent_id_in, run
+from tests.conftest import copy_repo, parent_id_in, run
 from xp import supervise
 
 pytestmark = pytest.mark.e2e
@@ -201,14 +200,12 @@ def _snapshot() -> dict:
 
 @pytest.fixture(scope="module")
 def store(built_repo, tmp_path_factory):
-    """A repo copy and a store holding a repeat (2 finished seeds) and two orphaned runs."""
+    """A repo copy and a store holding a repeat (1 finished seed) and two orphaned runs."""
     base = tmp_path_factory.mktemp("bad")
-    repo = base / "repo"
-    shutil.copytree(built_repo, repo, symlinks=True, ignore=shutil.ignore_patterns(".xp"))
+    repo = copy_repo(built_repo, base)
     uri = f"sqlite:///{base / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri}
-    rep = run(["xp", "repeat", "digits", *FAST.split(), "--seeds", "2", "--jobs", "2"], repo,
-              env=env)  # fmt: skip
+    rep = run(["xp", "repeat", "digits", *FAST.split(), "--seeds", "1"], repo, env=env)
     ids = {"repeat": parent_id_in(rep.stdout)}
     ids["finished"] = (
         mlflow.MlflowClient(uri)
