@@ -63,7 +63,7 @@ def history(run_id: str) -> tuple[dict, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--trials", type=int, default=20, help="kills that land inside a run")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     opts = ap.parse_args()
     store = RESULTS / "kill_store"
@@ -89,7 +89,9 @@ def main() -> None:
 
     rng = random.Random(opts.seed)
     trials = []
-    for i in range(opts.trials):
+    i = 0
+    while sum(not t["finished_before_kill"] for t in trials) < opts.trials and i < 3 * opts.trials:
+        i += 1  # a kill that lands after the run ended tests nothing: draw until N land inside
         delay = rng.uniform(0, span)
         proc, rid = start_and_wait_for_run(ARGS, env)
         time.sleep(delay)
@@ -105,7 +107,7 @@ def main() -> None:
         missing = sum(len(set(v) - set(hist.get(k, []))) for k, v in ref.items())
         extra = sum(len(set(v) - set(ref.get(k, []))) for k, v in hist.items())
         trial = {
-            "trial": i + 1, "kill_after_s": round(delay, 2), "finished_before_kill": finished_first,
+            "trial": i, "kill_after_s": round(delay, 2), "finished_before_kill": finished_first,
             "status_after_kill": killed_status, "points_before_resume": points_before,
             "resume_exit": resume.returncode, "resumed_at_step":
                 client.get_run(rid).data.tags.get("xp.resumed_at_step"),
@@ -119,14 +121,15 @@ def main() -> None:
         print(json.dumps(trial), file=sys.stderr)
     resumable = [t for t in trials if not t["finished_before_kill"]]
     summary = {
-        "trials": len(trials),
-        "killed_mid_run": len(resumable),  # the others ended before the kill landed
+        "kills": len(trials),
+        "killed_mid_run": len(resumable),  # the others landed after the run had ended
         "resumed_ok": sum(t["resume_exit"] == 0 for t in resumable),
         "final_metrics_bitwise_equal": sum(t["final_equal"] for t in resumable),
         "histories_equal": sum(t["history_equal"] for t in resumable),
         "points_lost": sum(t["points_missing"] for t in resumable),
         "points_duplicated": sum(t["points_duplicated"] for t in resumable),
         "reference_points": sum(len(v) for v in ref.values()),
+        "resumed_from_step_0": sum(t["resumed_at_step"] == "0" for t in resumable),
         "run_span_s": round(span, 2),
         "wall_s": round(time.monotonic() - started, 1),
         "cpu": _cpu(),

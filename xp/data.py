@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from xp import XpError
+from xp import XpError, one_line
 from xp.config import Config, DataConfig
 
 SPLITS = ("train", "validation", "test")
@@ -59,8 +59,7 @@ def load_split(path: Path, cfg: DataConfig, task: str, name: str = "data") -> Sp
     except DataError:
         raise
     except Exception as e:  # truncated zip, bad CSV, text labels: the file is not what it says
-        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise DataParseError(name, path, f"{type(e).__name__}: {text}"[:200]) from None
+        raise DataParseError(name, path, one_line(e)) from None
 
 
 class DataParseError(DataError):

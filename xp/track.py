@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from xp import XpError
+from xp import XpError, one_line
 from xp.metric_writer import BUSY_TIMEOUT_MS, install_sqlite_pragmas, start_writer
 
 DEFAULT_DB = "mlflow.db"  # MLflow 3's own default name, so a bare `mlflow ui` finds our runs
@@ -85,14 +85,9 @@ def _check_store(uri: str) -> None:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:
         raise TrackingError(
-            f"cannot open the tracking store {uri}: {_first_line(e)}; check MLFLOW_TRACKING_URI "
+            f"cannot open the tracking store {uri}: {one_line(e, 300)}; check MLFLOW_TRACKING_URI "
             "(the folder must exist and be writable; a server must be reachable)"
         ) from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
 
 
 def _enable_wal(db: Path, uri: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xp import XpError, checkpoint, record, supervise
+from xp import XpError, checkpoint, one_line, record, supervise
 from xp.config import Config, higher_is_better, metrics_for
 from xp.data import load_splits, take, to_tensors
 from xp.metrics import task_metrics, trivial_baseline
@@ -342,10 +342,9 @@ def _load_resume_point(root: Path, run_id: str, model: torch.nn.Module) -> dict[
         saved = checkpoint.load_state(last_dir)
         checkpoint.load_weights(last_dir, model)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise XpError(
             f"cannot resume run {run_id}: its checkpoint {last_dir} is corrupt or holds objects "
-            f"outside the allowed types ({type(e).__name__}: {reason[:200]}); the run is left "
+            f"outside the allowed types ({one_line(e)}); the run is left "
             f"as it was. Delete {last_dir.parent} to fall back to the copy logged in the run, "
             "or start a new run"
         ) from None

@@ -61,8 +61,8 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("CUDA on a machine without", "train digits train.device=cuda", 2, "no usable CUDA", {}),
     ("a GPU index that is not there", "train digits train.device=cuda:7", 2, "no usable CUDA", {}),
     ("MPS off a Mac", "train digits train.device=mps", 2, "MPS is not available", {}),
-    ("unknown metric", "train digits eval.metric=auc", 2, "not a classification metric", {}),
-    ("a regression metric", "train digits eval.metric=mae", 2, "not a classification metric", {}),
+    ("unknown eval metric", "train digits eval.metric=auc", 2, "not a classification metric", {}),
+    ("a regression eval metric", "train digits eval.metric=mae", 2, "not a classification", {}),
     ("one class", "train digits model.num_labels=1", 2, "classification needs at least 2", {}),
     ("unknown model kind", "train digits model.kind=rnn", 2, "model.kind='rnn'", {}),
     ("dropout of 1.5", "train digits model.dropout=1.5", 2, "model.dropout=1.5", {}),
@@ -135,8 +135,14 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("baseline infinite", "repeat digits --baseline inf", 2, "not a finite number", {}),
     ("baseline unknown run", "repeat digits --baseline 0123abc", 2, "unknown run id", {}),
     ("baseline a training run", "repeat digits --baseline {finished}", 2, "not a repeat run", {}),
-    ("unknown metric", "repeat digits --metric test/auc", 2, "not a classification metric", {}),
-    ("regression metric", "repeat digits --metric test/mae", 2, "not a classification metric", {}),
+    ("unknown repeat metric", "repeat digits --metric test/auc", 2, "not a classification", {}),
+    (
+        "a regression repeat metric",
+        "repeat digits --metric test/mae",
+        2,
+        "not a classification",
+        {},
+    ),
     ("seed as an override", "repeat digits seed=3", 2, "come from --seeds", {}),
     ("bad config in a repeat", "repeat digits optim.lr=-1", 2, "optim.lr=-1", {}),
     # -- report, compare
@@ -173,6 +179,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("reproduce a run still running", "reproduce {killed}", 2, "finish it first", {}),
 ]
 
+assert len({c[0] for c in CASES}) == len(CASES), "case names are keys"
 WORKERS = 2  # cases run two at a time (each is a process); the store is compared around them
 
 
@@ -261,11 +268,19 @@ def outcomes(store, monkeypatch_module):
             line = (procs[case].stderr.strip().splitlines() or [""])[-1]
             for name, run_id in ids.items():
                 line = line.replace(run_id, f"<{name} run id>")
-            line = line.replace(str(repo), "<repo>").replace("|", "/")
+            line = line.replace(uri, "sqlite:///<store>").replace(str(repo), "<repo>")
+            line = line.replace("|", "/")
             shown = command.format(**{k: f"<{k} run id>" for k in ids})
-            rows.append(f"| {case} | `xp {shown}` | `{line}` ({procs[case].returncode}) |")
+            rows.append(
+                f"| {case} | {_code('xp ' + shown)} | {_code(line)} ({procs[case].returncode}) |"
+            )
         Path(table).write_text("\n".join(rows) + "\n")
     return procs, before, after
+
+
+def _code(text: str) -> str:
+    """A Markdown code span that may itself hold backticks."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 @pytest.fixture(scope="module")
