@@ -1,6 +1,9 @@
 # xp: the two commands a user needs are `make demo` and `make test` (see README).
 # Both create .venv on first use and are idempotent.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c  # a failing step of the demo stops it, even when piped into tee
+
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
@@ -32,14 +35,21 @@ data: $(STAMP)
 FROZEN := train.freeze_layers=3 optim.lr=0.01
 FULL_LLRD := optim.layer_decay=0.7
 
+# (each step's output goes to the terminal and to .xp/demo/, where the ids are read from: a
+# `tee /dev/stderr` would re-open, and so truncate, a log that `make demo > demo.log 2>&1` writes)
+REPEAT_ID := awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}'
+
 demo: data
-	@export PATH="$(CURDIR)/$(BIN):$$PATH" NO_COLOR=1 && \
-	  first=$$(xp train digits seed=1 | tee /dev/stderr | awk '/^run [0-9a-f]+ /{print $$2}') && \
+	@export PATH="$(CURDIR)/$(BIN):$$PATH" NO_COLOR=1 && mkdir -p .xp/demo && \
+	  xp train digits seed=1 | tee .xp/demo/first.log && \
+	  first=$$(awk '/^run [0-9a-f]+ /{print $$2}' .xp/demo/first.log) && \
 	  mlflow run . -e train -P project=digits -P seed=2 --env-manager local --experiment-name digits && \
 	  xp train vader seed=1 && \
 	  xp train vader_valence seed=1 && \
-	  base=$$(xp repeat digits $(FROZEN) --seeds 5 --jobs 2 | tee /dev/stderr | awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}') && \
-	  full=$$(xp repeat digits $(FULL_LLRD) --seeds 5 --jobs 2 --baseline $$base | tee /dev/stderr | awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}') && \
+	  xp repeat digits $(FROZEN) --seeds 5 --jobs 2 | tee .xp/demo/base.log && \
+	  base=$$($(REPEAT_ID) .xp/demo/base.log) && \
+	  xp repeat digits $(FULL_LLRD) --seeds 5 --jobs 2 --baseline $$base | tee .xp/demo/full.log && \
+	  full=$$($(REPEAT_ID) .xp/demo/full.log) && \
 	  (xp promote $$full --name digits-cnn || echo "(the promotion was refused: see its gates above)") && \
 	  MLFLOW_TRACKING_URI=sqlite:///mlflow.db python projects/digits/predict.py digits-cnn@champion && \
 	  xp reproduce $$first

@@ -151,7 +151,12 @@ def test_git_info_dirty_diff_reproduces_working_tree(
     assert "new.py" in diff and "return 1" in diff
     assert "debug.log" not in diff and "build/out.py" not in diff
     assert "blob.dat" not in diff and "big.txt" not in diff
-    assert info["skipped_untracked"] == ["big.txt", "blob.dat"]
+    skipped = {e["path"]: e for e in info["skipped_untracked"]}
+    assert set(skipped) == {"big.txt", "blob.dat"}
+    assert skipped["blob.dat"]["reason"] == "binary"
+    assert skipped["blob.dat"]["md5"] == hashlib.md5(b"\x00\x01binary").hexdigest()
+    assert skipped["big.txt"]["reason"] == "larger than 1 MiB"
+    assert skipped["big.txt"]["bytes"] == gitstate.MAX_UNTRACKED_FILE_BYTES + 1
 
     clone = _apply_on_fresh_clone(committed_repo, commit, diff, tmp_path / "clone")
     skipped = {"debug.log", "build/out.py", "blob.dat", "big.txt"}
@@ -187,7 +192,38 @@ def test_git_info_untracked_budget_keeps_shallow_sources(
     info = provenance.git_info(root)
 
     assert "TOP = 1" in info["diff"]
-    assert info["skipped_untracked"] == [f"venv/lib/m{i}.py" for i in range(2, 5)]
+    skipped = info["skipped_untracked"]
+    assert [e["path"] for e in skipped] == [f"venv/lib/m{i}.py" for i in range(2, 5)]
+    assert {e["reason"] for e in skipped} == {"past the 0 MiB budget"}
+    assert all(e["bytes"] == 41 and len(e["md5"]) == 32 for e in skipped)
+
+
+def test_a_stray_virtualenv_stays_out_of_the_diff(committed_repo: git.Repo) -> None:
+    """An un-ignored virtualenv (any name) or site-packages folder is one skipped entry, never
+    diff content: the diff stays the code, and it stays under its 5 MiB budget."""
+    root = Path(committed_repo.working_tree_dir)
+    env = root / "myenv"
+    (env / "lib" / "python3.11" / "site-packages" / "pkg").mkdir(parents=True)
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    for i in range(50):
+        (env / "lib" / "python3.11" / "site-packages" / "pkg" / f"m{i}.py").write_text("x = 1\n")
+    (root / "vendor" / "site-packages" / "lib").mkdir(parents=True)
+    (root / "vendor" / "site-packages" / "lib" / "a.py").write_text("a = 1\n")
+    (root / "new_model.py").write_text("MODEL = 1\n")
+
+    info = provenance.git_info(root)
+
+    assert "MODEL = 1" in info["diff"] and "myenv" not in info["diff"]
+    assert "vendor/" not in info["diff"]
+    envs = {e["path"]: e for e in info["skipped_untracked"]}
+    assert set(envs) == {"myenv/", "vendor/site-packages/"}
+    assert envs["myenv/"]["files"] == 51 and envs["myenv/"]["reason"] == "environment"
+    assert envs["myenv/"]["bytes"] == 50 * 6 + len("home = /usr/bin\n")
+    from xp.record import skipped_summary
+
+    line = skipped_summary(info)
+    assert line.startswith("52 untracked file(s), 0.0 MiB in all, left out of the recorded diff")
+    assert "environments: myenv/, vendor/site-packages/" in line
 
 
 def test_git_info_ignores_gitignored_untracked_files(committed_repo: git.Repo) -> None:

@@ -1,5 +1,6 @@
 """Reproduce: rebuild a recorded run's code and data, re-run it, compare every final metric."""
 
+import json
 import math
 import re
 import shutil
@@ -46,12 +47,24 @@ def test_reproduce_after_code_and_data_changed_is_identical(repo, tmp_path):
     cfg = repo / "projects/digits/config.yaml"
     cfg.write_text(cfg.read_text().replace("dropout: 0.1 ", "dropout: 0.2 "))
     (repo / "xp/scratch_idea.py").write_text("print('an idea')\n")  # untracked source
-    original_id = _run_id(run(["xp", "train", "digits", "seed=3", *FAST_DIGITS], repo).stdout)
+    env = repo / "env311"  # a stray virtualenv git does not ignore (not named .venv)
+    (env / "lib/site-packages/big").mkdir(parents=True)
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (env / "lib/site-packages/big/wheel.py").write_text("x = 1\n" * 100_000)
+    (repo / "weights.bin").write_bytes(b"\0" * 2**21)  # 2 MiB of binary: not source either
+    proc = run(["xp", "train", "digits", "seed=3", *FAST_DIGITS], repo)
+    original_id = _run_id(proc.stdout)
+    assert proc.stderr.count("left out of the recorded diff") == 1  # warned once, at the start
     original = mlflow.get_run(original_id)
     assert original.data.tags["xp.git.dirty"] == "true"
     diff = mlflow.artifacts.load_text(f"runs:/{original_id}/provenance/git.diff")
     assert "-  dropout: 0.1 " in diff and "+  dropout: 0.2 " in diff
     assert "xp/scratch_idea.py" in diff and "+print('an idea')" in diff
+    assert "env311" not in diff and len(diff) < 10_000
+    skipped = json.loads(mlflow.artifacts.load_text(
+        f"runs:/{original_id}/provenance/untracked_skipped.json"))  # fmt: skip
+    assert {e["path"]: e["reason"] for e in skipped} == {
+        "env311/": "environment", "weights.bin": "larger than 1 MiB"}  # fmt: skip
     git(repo, "checkout", "--", "projects/digits/config.yaml")
     (repo / "xp/scratch_idea.py").unlink()
 
@@ -122,3 +135,40 @@ def test_data_in_neither_cache_nor_remote_says_which(repo):
     assert "data train (data/digits/train.npz, md5 " + "0" * 32 + ") is in neither" in proc.stderr
     assert "none is configured" in proc.stderr
     assert git(repo, "worktree", "list").count("\n") == 0
+
+
+def test_fresh_seeds_under_other_kernels_get_a_statistical_verdict(digits_groups, monkeypatch):
+    """Where bits cannot match (other kernels: here ATen's baseline ones; another CPU, a GPU),
+    the question is whether the result reproduces: TOST of the repeat's metric, fresh seeds."""
+    from xp import stats
+    from xp.repeat import recorded_seed_runs, successful_values
+    from xp.track import children_of
+
+    repo, env, ids = digits_groups["repo"], digits_groups["env"], digits_groups["ids"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    proc = run(["xp", "reproduce", ids["weak"], "--seeds", "2", "--margin", "0.05", "--jobs", "2"],
+               repo, env={**env, "ATEN_CPU_CAPABILITY": "default"}, check=False)  # fmt: skip
+    original = mlflow.get_run(ids["weak"])
+    (parent,) = mlflow.search_runs(
+        [original.info.experiment_id],
+        f"tags.`xp.reproduces` = '{ids['weak']}' and tags.`xp.reproduce.margin` = '0.05'",
+        output_format="list",
+    )  # fmt: skip
+    kids = children_of(parent.info.run_id)
+    assert sorted(int(k.data.params["seed"]) for k in kids) == [4, 5]  # after the recorded 1..3
+    assert {k.data.tags["xp.env.cpu_capability"] for k in kids} == {"DEFAULT"}
+    # the verdict is the one TOST gives on the two seed distributions, recomputed here
+    before = list(successful_values(recorded_seed_runs(original)[0], "test/f1").values())
+    after = [k.data.metrics["test/f1"] for k in kids]
+    expected = stats.tost(before, after, 0.05)
+    tags = parent.data.tags
+    assert tags["xp.reproduce.verdict"] == expected["verdict"]
+    assert float(tags["xp.reproduce.p_value"]) == pytest.approx(expected["p_value"], rel=1e-3)
+    assert f"verdict: {expected['verdict']} (margin +-0.05" in proc.stdout
+    assert proc.returncode == (0 if expected["verdict"] == "equivalent" else 1)
+    report = json.loads(mlflow.artifacts.load_text(
+        f"runs:/{parent.info.run_id}/reproduce/comparison.json"))  # fmt: skip
+    assert report["equivalence"]["n_a"] == 3 and report["equivalence"]["n_b"] == 2
+    assert "Equivalence of test/f1" in mlflow.artifacts.load_text(
+        f"runs:/{parent.info.run_id}/reproduce/comparison.md"
+    )

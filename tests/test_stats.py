@@ -401,3 +401,43 @@ def test_import_pulls_in_neither_torch_nor_mlflow():
     code = "import sys, xp.stats; print(any(m in sys.modules for m in ('torch', 'mlflow')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- equivalence (TOST) -------------------------------------------------------------------------
+def test_tost_matches_two_one_sided_welch_tests_by_hand():
+    from scipy import stats as st
+
+    from xp.stats import tost
+
+    a, b = [0.80, 0.82, 0.81, 0.83, 0.79], [0.805, 0.815, 0.82, 0.81, 0.80]
+    r = tost(a, b, margin=0.02)
+    b_ = np.asarray(b)
+    low = st.ttest_ind(b_ + 0.02, a, equal_var=False, alternative="greater").pvalue
+    high = st.ttest_ind(b_ - 0.02, a, equal_var=False, alternative="less").pvalue
+    assert r["p_lower"] == pytest.approx(low) and r["p_upper"] == pytest.approx(high)
+    assert r["p_value"] == pytest.approx(max(low, high))
+    assert r["diff"] == pytest.approx(np.mean(b) - np.mean(a))
+    # the 90% Welch interval of the difference, from its parts
+    va, vb = np.var(a, ddof=1) / 5, np.var(b, ddof=1) / 5
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 4)
+    half = st.t.ppf(0.95, df) * np.sqrt(va + vb)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((r["diff"] - half, r["diff"] + half))
+    assert r["verdict"] == "equivalent" and -0.02 < r["ci_low"] and r["ci_high"] < 0.02
+
+
+def test_tost_verdicts_not_equivalent_and_inconclusive_with_seeds_needed():
+    from xp.stats import tost
+
+    far = tost([0.80, 0.81, 0.79], [0.90, 0.91, 0.89], margin=0.01)
+    assert far["verdict"] == "not equivalent" and far["ci_low"] >= 0.01
+    assert far["seeds_needed"] is None
+    noisy = tost([0.70, 0.90, 0.80], [0.75, 0.85, 0.80], margin=0.05)
+    assert noisy["verdict"] == "inconclusive"
+    assert noisy["seeds_needed"] > 3
+    more = np.random.default_rng(0)
+    big_a, big_b = more.normal(0.8, 0.1, 200), more.normal(0.8, 0.1, 200)
+    assert tost(big_a, big_b, margin=0.05)["verdict"] == "equivalent"  # enough seeds settle it
+    same = tost([0.8, 0.8], [0.8, 0.8], margin=0.01)  # no spread at all: bit-identical re-runs
+    assert same["verdict"] == "equivalent" and same["p_value"] == 0.0
+    with pytest.raises(ValueError, match="margin must be > 0"):
+        tost([0.8, 0.9], [0.8, 0.9], margin=0)

@@ -115,6 +115,9 @@ def train(
         overrides += [f"{k}={v}" for k, v in options.items()]
         root = _repo_root()
         config = _resolve_config(project, overrides, root, resume)
+        from xp import numerics
+
+        numerics.apply(config.train.numerics)  # before torch is imported: kernels pick at import
         from xp.train import train as run_train
 
         progress = TrainProgress()
@@ -304,9 +307,13 @@ def reproduce(
         help="Largest |difference| of a metric still 'within tolerance'.",
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds re-run at once (a repeat)."),
+    margin: float = typer.Option(
+        None, "--margin", help="A repeat: equivalence margin of the mean, in metric units."
+    ),
+    seeds: str = typer.Option(None, "--seeds", help="A repeat: fresh seeds (6,7,8) to re-run."),
 ) -> None:
     """Re-run a recorded run from its record (commit, diff, data md5s, command) and compare."""
-    from xp.reproduce import DIFFERS
+    from xp.reproduce import PASSING
     from xp.reproduce import reproduce as run_reproduce
 
     try:
@@ -315,6 +322,7 @@ def reproduce(
             with terminate_as_interrupt():
                 result = run_reproduce(
                     run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
+                    margin=margin, seeds=seeds,
                     on_start=lambda new: out.print(f"reproducing {run_id} as run {new}",
                                                    highlight=False),
                 )  # fmt: skip
@@ -328,7 +336,8 @@ def reproduce(
     _tag_project_run({"xp.kind": "reproduce", "xp.reproduces": run_id,
                       "xp.reproduce.verdict": result["verdict"],
                       "xp.reproduction": result["reproduction"]})  # fmt: skip
-    if result["verdict"] == DIFFERS:
+    unexplained = (result.get("cause") or "").startswith("unexplained")
+    if result["verdict"] not in PASSING or unexplained:
         raise typer.Exit(EXIT_FAILED_RUN)
 
 

@@ -90,6 +90,7 @@ class TrainConfig(_Section):
     unfreeze_every: int | None = Field(None, ge=1)  # gradual unfreezing: one more layer per N steps
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast only on a GPU
     deterministic: bool = True
+    numerics: Literal["native", "portable"] = "native"  # portable: same bits on any x86-64 CPU
     device: str = "auto"  # auto, cpu, cuda, cuda:<index>, mps (checked against the machine later)
     threads: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)  # save a resumable checkpoint every N steps
@@ -348,14 +349,15 @@ def flatten(config: Config) -> dict[str, str]:
 
 
 # how a run is executed, not what is trained: `--jobs` divides threads, a GPU replaces the CPU
-EXECUTION_KEYS = {"train": ("threads", "device", "checkpoint_every")}
+EXECUTION_KEYS = {"train": ("threads", "device", "checkpoint_every", "numerics")}
 
 
 def config_hash(config: Config) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
-    Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`) are left out
-    too: the same configuration run 2 seeds at a time or on a GPU is still the same configuration.
+    Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`,
+    `train.numerics`) are left out too: the same configuration run 2 seeds at a time, on a GPU or
+    with portable kernels is still the same configuration.
     """
     tree = config.model_dump(mode="json")
     tree.pop("seed")

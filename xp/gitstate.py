@@ -19,9 +19,11 @@ logger = logging.getLogger(__name__)
 
 # Untracked files bigger than this are data or artifacts, not source; they are left out of the diff.
 MAX_UNTRACKED_FILE_BYTES = 1024 * 1024
-# Safety valve for an un-ignored venv/output folder: past this many bytes of untracked source, the
+# Safety valve for an un-ignored output folder: past this many bytes of untracked source, the
 # remaining files are listed as skipped instead of bloating every run's diff.
-MAX_UNTRACKED_TOTAL_BYTES = 16 * 1024 * 1024
+MAX_UNTRACKED_TOTAL_BYTES = 5 * 1024 * 1024
+# A folder holding one of these is an environment (virtualenv, venv, conda), never source.
+_ENV_MARKERS = ("pyvenv.cfg", "conda-meta/history")
 
 # Options that make `git diff` output appliable by `git apply` regardless of user/global config
 # (external diff tools, textconv, noprefix, colour, inline submodule diffs would all break it).
@@ -122,7 +124,8 @@ def git_info(repo_dir: str | Path) -> dict:
         detached), ``dirty`` (tracked changes vs HEAD, or untracked source files present),
         ``remote`` (URL of ``origin`` or the first remote, credentials removed, or None),
         ``diff`` (str, empty when clean) and ``skipped_untracked`` (untracked, non-ignored files
-        left out of the diff because they are binary, large or over the total budget). When
+        left out of the diff: environments, binaries, files over 1 MiB or past the 5 MiB budget,
+        as dicts with ``path``, ``bytes``, ``md5`` and ``reason``). When
         `repo_dir` is not in a git work tree, every value is None except ``diff`` ("") and
         ``skipped_untracked`` ([]).
 
@@ -283,56 +286,107 @@ def _forced_binary_diff(repo: Any, base: str, spec: str) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _classify_untracked(repo: Any, limit_total: bool = True) -> tuple[list[str], list[str]]:
-    """Splits untracked, non-ignored files into sorted (source files, skipped files)."""
+def _classify_untracked(repo: Any, limit_total: bool = True) -> tuple[list[str], list[dict]]:
+    """Splits untracked, non-ignored files into (sorted source paths, what was left out).
+
+    Left out, each with its reason: whole environments (a folder holding `pyvenv.cfg` or
+    `conda-meta/history`, or a `site-packages` folder) as one entry with their file count and
+    size; every other file with its size and md5: binaries, files over 1 MiB, files past the 5 MiB
+    budget, nested repositories.
+    """
     root = Path(repo.working_tree_dir)
     listing = repo.git.ls_files("--others", "--exclude-standard", "-z")
     budget = MAX_UNTRACKED_TOTAL_BYTES if limit_total else None
     sources: list[str] = []
-    skipped: list[str] = []
+    skipped: list[dict] = []
+    environments: dict[str, dict] = {}
     used = 0
-    over_budget = False
     # Shallow files first, so top-level scripts win the budget over a deep un-ignored folder.
     rels = sorted(filter(None, listing.split("\0")), key=lambda rel: (rel.count("/"), rel))
+    env_roots = _environment_roots(rels)
     for rel in rels:
-        # Past the budget, files are not even read: this is the un-ignored venv case.
-        size = None if over_budget or rel.endswith("/") else _source_size(root / rel)
+        env = next((e for e in env_roots if rel.startswith(e)), None)
+        if env is not None:  # not even read: an environment can hold 100,000 files
+            entry = environments.setdefault(
+                env, {"path": env, "files": 0, "bytes": 0, "md5": None, "reason": "environment"}
+            )
+            entry["files"] += 1
+            entry["bytes"] += _lsize(root / rel)
+            continue
+        if rel.endswith("/"):
+            skipped.append(_skip(root, rel, "nested repository"))
+            continue
+        size, why = _source_size(root / rel)
         if size is not None and budget is not None and used + size > budget:
-            over_budget = True
-            size = None
+            size, why = None, f"past the {MAX_UNTRACKED_TOTAL_BYTES // 2**20} MiB budget"
         if size is None:
-            skipped.append(rel)  # binary, large, over budget, or a nested repo ("dir/")
+            skipped.append(_skip(root, rel, why))
             continue
         used += size
         sources.append(rel)
-    if over_budget:
-        logger.warning(
-            "untracked files exceed %d MiB; the rest are left out of the recorded git diff "
-            "(add generated folders to .gitignore)",
-            MAX_UNTRACKED_TOTAL_BYTES // 2**20,
-        )
-    return sorted(sources), sorted(skipped)
+    skipped.extend(environments.values())
+    return sorted(sources), sorted(skipped, key=lambda e: e["path"])
 
 
-def _source_size(path: Path) -> int | None:
-    """Returns the byte size of `path` if it counts as a source file, else None."""
+def _environment_roots(rels: list[str]) -> list[str]:
+    """Folders (with a trailing /) that are Python environments, among untracked paths."""
+    roots = set()
+    for rel in rels:
+        for marker in _ENV_MARKERS:
+            if rel.endswith("/" + marker):
+                roots.add(rel[: -len(marker)])
+        parts = rel.split("/")
+        if "site-packages" in parts[:-1]:
+            roots.add("/".join(parts[: parts.index("site-packages") + 1]) + "/")
+    return sorted(roots, key=len)
+
+
+def _lsize(path: Path) -> int:
+    try:
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
+def _skip(root: Path, rel: str, reason: str) -> dict:
+    """What a left-out file was: enough to tell later whether it changed."""
+    import hashlib
+
+    path = root / rel
+    entry: dict[str, Any] = {"path": rel, "bytes": None, "md5": None, "reason": reason}
+    try:
+        if path.is_file() and not path.is_symlink():
+            digest = hashlib.md5()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            entry.update(bytes=path.stat().st_size, md5=digest.hexdigest())
+    except OSError:
+        pass
+    return entry
+
+
+def _source_size(path: Path) -> tuple[int | None, str]:
+    """(byte size, "") if `path` counts as a source file, else (None, why not)."""
     try:
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
             os.readlink(path).encode("utf-8")
-            return st.st_size
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_UNTRACKED_FILE_BYTES:
-            return None
+            return st.st_size, ""
+        if not stat.S_ISREG(st.st_mode):
+            return None, "not a regular file"
+        if st.st_size > MAX_UNTRACKED_FILE_BYTES:
+            return None, f"larger than {MAX_UNTRACKED_FILE_BYTES // 2**20} MiB"
         data = path.read_bytes()
     except (OSError, UnicodeError):
-        return None
+        return None, "unreadable"
     if b"\0" in data:
-        return None
+        return None, "binary"
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
-        return None
-    return len(data)
+        return None, "not UTF-8 text"
+    return len(data), ""
 
 
 def _quote_path(path: str) -> str:

@@ -226,8 +226,9 @@ def environment_info(device: str | None = None) -> dict:
     Returns:
         A dict with ``python``, versions of ``torch``, ``transformers``, ``mlflow``, ``dvc`` and
         ``numpy`` (None when not installed), ``platform``, ``cpu_count``, ``device`` (``"cpu"``,
-        ``"cuda:<GPU name>"`` or ``"mps"`` when autodetected) and ``cuda`` (torch's CUDA version or
-        None).
+        ``"cuda:<GPU name>"`` or ``"mps"`` when autodetected), ``cuda`` (torch's CUDA version or
+        None), and what `xp.numerics.describe` says: ``cpu``, ``cpu_capability``, ``numerics``,
+        ``gpu``, ``cudnn``, ``env`` (numerics variables), ``torch_config``.
     """
     info: dict[str, Any] = {"python": platform.python_version()}
     for package in _VERSIONED_PACKAGES:
@@ -237,7 +238,10 @@ def environment_info(device: str | None = None) -> dict:
 
     torch = _import_torch() if info["torch"] else None
     info["device"] = device or _detect_device(torch)
-    info["cuda"] = getattr(getattr(torch, "version", None), "cuda", None)
+    from xp import numerics
+
+    info.update(numerics.describe(torch))  # cpu, kernels, profile, gpu, numerics variables
+    info["cuda"] = info["cuda"] or getattr(getattr(torch, "version", None), "cuda", None)
     return info
 
 

@@ -82,8 +82,12 @@ def tags_for(config: Config, prov: Provenance, deterministic: bool, command: str
         tags[f"xp.data.{name}.path"] = version["path"]
         tags[f"xp.data.{name}.md5"] = version["md5"]
         tags[f"xp.data.{name}.dvc_status"] = version["dvc_status"]
-    for key in ("python", "torch", "transformers", "mlflow", "device"):
+    for key in ("python", "torch", "transformers", "mlflow", "device", "cpu", "cpu_capability",
+                "numerics"):  # fmt: skip
         tags[f"xp.env.{key}"] = str(prov.env.get(key) or "")
+    for key in ("gpu", "cuda", "cudnn"):  # only where there is a GPU
+        if prov.env.get("gpu") and prov.env.get(key):
+            tags[f"xp.env.{key}"] = str(prov.env[key])
     return tags
 
 
@@ -104,6 +108,9 @@ def write(tracker: Any, config: Config, seeds: dict[str, int], prov: Provenance)
     tracker.log_text(json.dumps(prov.env, indent=2) + "\n", "provenance/environment.json")
     if prov.git.get("dirty"):
         tracker.log_text(prov.git.get("diff", ""), "provenance/git.diff")
+    if prov.git.get("skipped_untracked"):
+        skipped = json.dumps(prov.git["skipped_untracked"], indent=2) + "\n"
+        tracker.log_text(skipped, "provenance/untracked_skipped.json")
     for name, version in prov.data.items():
         context = CONTEXTS.get(name, "train")  # a backbone checkpoint is read for training
         tracker.log_input(name, version["path"], version["md5"], context)
@@ -112,3 +119,19 @@ def write(tracker: Any, config: Config, seeds: dict[str, int], prov: Provenance)
 
 def _bool(value: Any) -> str:
     return "true" if value else "false"
+
+
+def skipped_summary(git: dict[str, Any]) -> str | None:
+    """One line on the untracked files left out of the recorded diff, or None if there are none."""
+    skipped = git.get("skipped_untracked") or []
+    if not skipped:
+        return None
+    files = sum(e.get("files", 1) for e in skipped)
+    size = sum(e.get("bytes") or 0 for e in skipped)
+    envs = [e["path"] for e in skipped if e["reason"] == "environment"]
+    where = f" (environments: {', '.join(envs)})" if envs else ""
+    return (
+        f"{files} untracked file(s), {size / 2**20:.1f} MiB in all, left out of the recorded diff"
+        f"{where}; listed in provenance/untracked_skipped.json (add them to .gitignore, or "
+        "commit the ones that are code)"
+    )

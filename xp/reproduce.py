@@ -10,6 +10,7 @@ the data and the tree have all moved on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from typing import Any
 from xp import XpError
 
 IDENTICAL, WITHIN, DIFFERS = "identical", "within tolerance", "differs"
+PASSING = (IDENTICAL, WITHIN, "equivalent")  # exit 0; differs, not equivalent, inconclusive: 1
 RECORD_KEYS = ("xp.config_hash", "xp.git.commit", "xp.git.diff_md5")  # must come out equal
 
 
@@ -64,6 +66,29 @@ def environment_changes(original: dict[str, str], reproduced: dict[str, str]) ->
             if original.get(k) != reproduced.get(k)]  # fmt: skip
 
 
+# what changes numerical results by design: kernels, their threads, the device, the library
+NUMERICS_KEYS = ("xp.env.cpu", "xp.env.cpu_capability", "xp.env.numerics", "xp.env.torch",
+                 "xp.env.device", "xp.env.gpu", "xp.env.cuda", "xp.env.cudnn")  # fmt: skip
+
+
+def explain(verdict: str, original: dict[str, str], reproduced: dict[str, str],
+            mismatches: list[str]) -> str | None:  # fmt: skip
+    """Why a reproduction differs: `expected: <the environment that changed>` or `unexplained`.
+
+    Same code, data, seeds and environment must give the same bits on a CPU; if they do not,
+    that is a determinism bug, not bad luck.
+    """
+    if verdict != DIFFERS:
+        return None
+    if mismatches:
+        return "expected: the record differs (" + "; ".join(mismatches) + ")"
+    changed = [f"{k.removeprefix('xp.env.')} {original.get(k)} -> {reproduced.get(k)}"
+               for k in NUMERICS_KEYS if original.get(k) != reproduced.get(k)]  # fmt: skip
+    if changed:
+        return "expected: " + "; ".join(changed)
+    return "unexplained: same code, data, seeds and environment"
+
+
 def overall(rows: list[dict[str, Any]], mismatches: list[str]) -> str:
     """`identical` when every row is, `differs` when any row (or the record) does."""
     if mismatches or not rows or any(r["verdict"] == DIFFERS for r in rows):
@@ -78,16 +103,37 @@ def format_value(x: float | str | None) -> str:
     return x if isinstance(x, str) else f"{x:.6g}"
 
 
+def verdict_line(result: dict[str, Any]) -> str:
+    """The verdict with its cause: `differs (expected: ...)`, `differs (unexplained: ...)`, or a
+    statistical one: `equivalent (margin +-0.01, p=0.003; bits differ, expected: ...)`."""
+    cause, eq = result.get("cause"), result.get("equivalence")
+    if eq:
+        bits = f"; bits differ, {cause}" if cause else ""
+        more = f"; {eq['seeds_needed']} seeds per arm would settle it" if eq["seeds_needed"] else ""
+        return (f"{result['verdict']} (margin +-{eq['margin']:.4g}, p={eq['p_value']:.3g}"
+                f"{more}{bits})")  # fmt: skip
+    return f"{result['verdict']} ({cause})" if cause else result["verdict"]
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The comparison as a Markdown table (logged as `reproduce/comparison.md`)."""
     lines = [f"# Reproduction of run {result['original']}", "",
-             f"Verdict: **{result['verdict']}** (tolerance {result['tolerance']:g})", "",
+             f"Verdict: **{verdict_line(result)}** (tolerance {result['tolerance']:g})", "",
              "| metric | original | reproduced | difference |", "|---|---|---|---|"]  # fmt: skip
     for r in result["rows"]:
         cells = [r["metric"], *(format_value(r[k]) for k in ("original", "reproduced", "diff"))]
         lines.append("| " + " | ".join(cells) + " |")
     for m in result["mismatches"]:
         lines.append(f"\nRecord differs: {m}")
+    eq = result.get("equivalence")
+    if eq:
+        lines += ["", f"Equivalence of {eq['metric']} (two one-sided Welch tests, alpha "
+                  f"{eq['alpha']:g}): difference {eq['diff']:.6g}, 90% interval "
+                  f"[{eq['ci_low']:.6g}, {eq['ci_high']:.6g}], margin +-{eq['margin']:g}"
+                  f"{' (default)' if eq['margin_default'] else ''}, p = {eq['p_value']:.4g}, "
+                  f"n = {eq['n_a']} vs {eq['n_b']}: **{result['verdict']}**"]  # fmt: skip
+        if eq.get("seeds_needed"):
+            lines.append(f"Seeds per arm that would settle it: {eq['seeds_needed']}")
     return "\n".join(lines) + "\n"
 
 
@@ -226,6 +272,8 @@ def reproduce(
     jobs: int = 1,
     on_event: Any = None,
     on_start: Any = None,
+    margin: float | None = None,
+    seeds: str | None = None,
 ) -> dict[str, Any]:
     """Rebuild a training or repeat run's code and data, re-run it, and compare the outcomes.
 
@@ -236,6 +284,10 @@ def reproduce(
         jobs: seeds re-run at once (a repeat).
         on_event: progress callback of the executor (seed, kind, info).
         on_start: called with the new run's id once it exists.
+        margin: a repeat only: the equivalence margin (metric units) of the statistical verdict;
+            None: half the original's seed-to-seed standard deviation.
+        seeds: a repeat only: fresh seeds (`6,7,8` or a count after the recorded ones) to re-run
+            instead of the recorded ones; then only the statistical verdict applies.
 
     Returns:
         {"original", "reproduction" (new run id), "kind", "verdict", "tolerance", "rows",
@@ -249,12 +301,20 @@ def reproduce(
     from xp import track
     from xp.executor import LocalExecutor, SeedJob
 
+    if margin is not None and not (math.isfinite(margin) and margin > 0):
+        raise ReproduceError(f"--margin {margin}: give a positive number, in metric units")
     track.configure_store(root)
     original = track.get_run(run_id)
     tags = original.data.tags
     kind = tags.get("xp.kind")
     if kind not in ("train", "repeat"):
         raise ReproduceError(f"run {run_id} is a {kind} run; reproduce a train or repeat run")
+    if kind == "train" and (margin is not None or seeds is not None):
+        option = "--margin" if margin is not None else "--seeds"
+        raise ReproduceError(
+            f"{option} needs a repeat run (several seeds to compare): run {run_id} is a single "
+            "training run; reproduce its repeat, or drop the option"
+        )
     if original.info.status in ("RUNNING", "KILLED"):
         raise ReproduceError(
             f"run {run_id} is {original.info.status}: finish it first (`xp train ... --resume` "
@@ -263,6 +323,7 @@ def reproduce(
     commit = tags.get("xp.git.commit")
     check_commit(root, commit, run_id, tags.get("xp.git.remote"))
     children = _originals(original)
+    fresh = _fresh_seeds(seeds, children) if seeds is not None else None
     diff = None
     if tags.get("xp.git.dirty") == "true":  # (a repeat's seeds share the diff and carry it)
         try:
@@ -285,14 +346,20 @@ def reproduce(
             _copy_repeat_record(original, group)
         new_ids = {}
         jobs_list = []
-        for child in children:
-            seed = int(child.data.params.get("seed", 0))
+        plan = [(int(c.data.params.get("seed", 0)), c) for c in children]
+        if fresh is not None:  # the first seed's record, with another seed each
+            plan = [(seed, children[0]) for seed in fresh]
+        for seed, child in plan:
             links = {"xp.group": group, "mlflow.parentRunId": group} if group else {}
+            if fresh is not None:
+                links["xp.reproduce.fresh_seed"] = "true"
             new_ids[seed] = _new_run(experiment, child, links)
             command = child.data.tags.get("xp.command", "")
             if not command.startswith("xp train"):
                 raise ReproduceError(f"run {child.info.run_id} recorded no `xp train` command")
             args = shlex.split(command)[2:]  # after `xp train`
+            if fresh is not None:
+                args = [a for a in args if not a.startswith("seed=")] + [f"seed={seed}"]
             if group:
                 args += ["--group", group]
             env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
@@ -315,7 +382,74 @@ def reproduce(
         raise
     finally:
         remove_worktree(root, code)
-    return _verdicts(original, children, group, new_ids, tolerance, work)
+    applied = hashlib.md5(diff.encode()).hexdigest() if diff is not None else None
+    paired = [] if fresh is not None else children
+    result = _verdicts(original, paired, group, new_ids, tolerance, work, applied)
+    if kind == "repeat" and (result["verdict"] != IDENTICAL or margin is not None):
+        result.update(_equivalence(original, new_ids, margin))
+        _record_equivalence(group, result)
+    return result
+
+
+def _fresh_seeds(spec: str, children: list[Any]) -> list[int]:
+    """`--seeds 6,7,8` (those) or `--seeds 5` (five seeds after the highest recorded one)."""
+    from xp.repeat import RepeatError, parse_seeds
+
+    try:
+        seeds = parse_seeds(spec)
+    except RepeatError as e:
+        raise ReproduceError(str(e)) from None
+    if "," not in spec:
+        top = max(int(c.data.params.get("seed", 0)) for c in children)
+        seeds = [top + s for s in seeds]
+    if len(seeds) < 2:
+        raise ReproduceError(f"--seeds {spec}: a statistical reproduction needs 2 seeds or more")
+    return seeds
+
+
+def default_margin(values: list[float]) -> float:
+    """Half the original's seed-to-seed standard deviation: a shift of the mean smaller than half
+    of what a change of seed moves one run is not a difference anyone could act on."""
+    import numpy as np
+
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return max(0.5 * sd, 1e-4)
+
+
+def _equivalence(original: Any, new_ids: dict[int, str], margin: float | None) -> dict[str, Any]:
+    """TOST of the repeat's metric over the original seeds against the re-run ones."""
+    from xp import stats, track
+    from xp.repeat import recorded_seed_runs, seed_runs, successful_values
+
+    metric = original.data.tags.get("xp.metric", "test/f1")
+    runs, _ = recorded_seed_runs(original)
+    before = list(successful_values(runs, metric).values())
+    again = seed_runs([track.get_run(i) for i in new_ids.values()], list(new_ids))
+    after = list(successful_values(again, metric).values())
+    if len(before) < 2 or len(after) < 2:
+        raise ReproduceError(
+            f"{metric}: {len(before)} original and {len(after)} re-run seeds succeeded; the "
+            "statistical verdict needs 2 or more on each side"
+        )
+    chosen = margin if margin is not None else default_margin(before)
+    test = stats.tost(before, after, chosen)
+    return {"verdict": test["verdict"], "equivalence": {**test, "metric": metric,
+            "margin_default": margin is None}}  # fmt: skip
+
+
+def _record_equivalence(group: str | None, result: dict[str, Any]) -> None:
+    import mlflow
+
+    if group is None:
+        return
+    eq = result["equivalence"]
+    client = mlflow.MlflowClient()
+    for key, value in {"xp.reproduce.verdict": result["verdict"],
+                       "xp.reproduce.margin": f"{eq['margin']:g}",
+                       "xp.reproduce.p_value": f"{eq['p_value']:.4g}"}.items():  # fmt: skip
+        client.set_tag(group, key, value)
+    client.log_text(group, to_markdown(result), "reproduce/comparison.md")
+    client.log_text(group, json.dumps(result, indent=2, default=str), "reproduce/comparison.json")
 
 
 def _originals(original: Any) -> list[Any]:
@@ -363,25 +497,34 @@ def _end_run(run_id: str, status: str) -> None:
 
 def _verdicts(
     original: Any, children: list[Any], group: str | None, new_ids: dict[int, str],
-    tolerance: float, work: Path,
+    tolerance: float, work: Path, applied_diff_md5: str | None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Compare each seed (and a repeat's summary), record the verdicts on the new runs."""
+    """Compare each seed (and a repeat's summary), record the verdicts on the new runs.
+
+    The code is compared as applied: the commit plus the recorded diff (its md5), not a diff the
+    worktree would give now, which picks up files that appeared in it since (caches, outputs)."""
     from xp import track
 
-    rows, mismatches, per_seed, env = [], [], {}, set()
+    rows, mismatches, per_seed, env, causes = [], [], {}, set(), {}
     for child in children:
         seed = int(child.data.params.get("seed", 0))
         new = track.get_run(new_ids[seed])
         prefix = f"seed {seed}: " if group else ""
         seed_rows = compare_values(child.data.metrics, new.data.metrics, tolerance, prefix)
         seed_rows.append(_outcome_row(child, new, prefix))
-        seed_mismatch = compare_record(child.data.tags, new.data.tags)
+        ran = dict(new.data.tags)
+        if applied_diff_md5 is not None:
+            ran["xp.git.diff_md5"] = applied_diff_md5
+        seed_mismatch = compare_record(child.data.tags, ran)
         per_seed[seed] = overall(seed_rows, seed_mismatch)
+        cause = explain(per_seed[seed], child.data.tags, ran, seed_mismatch)
+        if cause:
+            causes.setdefault(cause, []).append(seed)
         rows += seed_rows
         mismatches += [prefix + m for m in seed_mismatch]
         env.update(environment_changes(child.data.tags, new.data.tags))
-        _record(new_ids[seed], child.info.run_id, seed_rows, seed_mismatch, tolerance)
-    if group:
+        _record(new_ids[seed], child.info.run_id, seed_rows, seed_mismatch, tolerance, cause)
+    if group and children:  # (fresh seeds are not the same seeds: only statistics compare)
         new_group = track.get_run(group).data.metrics
         summary = compare_values(original.data.metrics, new_group, tolerance)
         rows = summary + rows
@@ -390,8 +533,9 @@ def _verdicts(
               "kind": original.data.tags["xp.kind"], "verdict": overall(rows, mismatches),
               "tolerance": tolerance, "rows": rows, "mismatches": mismatches,
               "seeds": per_seed, "environment": sorted(env), "log_dir": str(work)}  # fmt: skip
-    if group:
-        _record(group, original.info.run_id, rows, mismatches, tolerance)
+    result["cause"] = _one_cause(result["verdict"], causes, group is not None) if rows else None
+    if group and children:
+        _record(group, original.info.run_id, rows, mismatches, tolerance, result["cause"])
     work.mkdir(parents=True, exist_ok=True)
     (work / "comparison.md").write_text(to_markdown(result))
     return result
@@ -404,17 +548,33 @@ def _outcome_row(child: Any, new: Any, prefix: str) -> dict[str, Any]:
             "verdict": IDENTICAL if a == b else DIFFERS}  # fmt: skip
 
 
-def _record(run_id: str, original_id: str, rows: list, mismatches: list, tolerance: float) -> None:
+def _one_cause(verdict: str, causes: dict[str, list[int]], repeat: bool) -> str | None:
+    """The causes of the seeds that differ, in one line (an unexplained seed comes first)."""
+    if verdict != DIFFERS:
+        return None
+    if not causes:  # the summary differs while every seed matched: cannot happen on one store
+        return "unexplained: same code, data, seeds and environment"
+    ordered = sorted(causes.items(), key=lambda kv: not kv[0].startswith("unexplained"))
+    if not repeat or len(ordered) == 1:
+        return ordered[0][0]
+    return "; ".join(f"seeds {','.join(map(str, s))}: {c}" for c, s in ordered)
+
+
+def _record(run_id: str, original_id: str, rows: list, mismatches: list, tolerance: float,
+            cause: str | None) -> None:  # fmt: skip
     """Tags and artifacts of the comparison on the reproducing run."""
     import mlflow
 
     result = {"original": original_id, "verdict": overall(rows, mismatches),
-              "tolerance": tolerance, "rows": rows, "mismatches": mismatches}  # fmt: skip
+              "tolerance": tolerance, "rows": rows, "mismatches": mismatches,
+              "cause": cause}  # fmt: skip
     diffs = [abs(r["diff"]) for r in rows if isinstance(r["diff"], float)]
     client = mlflow.MlflowClient()
     tags = {"xp.reproduces": original_id, "xp.reproduce.verdict": result["verdict"],
             "xp.reproduce.tolerance": f"{tolerance:g}",
             "xp.reproduce.max_abs_diff": f"{max(diffs, default=0.0):.6g}"}  # fmt: skip
+    if cause:
+        tags["xp.reproduce.cause"] = cause[:5000]
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.log_text(run_id, to_markdown(result), "reproduce/comparison.md")

@@ -88,6 +88,7 @@ class SeedProgress:
             console=out, disable=not out.is_terminal,
         )  # fmt: skip
         self._tasks: dict[int, int] = {}
+        self._warned: set[str] = set()
         self._bar.start()
 
     def parent(self, run_id: str, resumed: bool) -> None:
@@ -98,7 +99,11 @@ class SeedProgress:
         if seed not in self._tasks:
             self._tasks[seed] = self._bar.add_task(f"seed {seed}", total=None)
         task = self._tasks[seed]
-        if kind == "progress":
+        if kind == "line" and info["line"].startswith("warning: "):  # once, not once per seed
+            if info["line"] not in self._warned:
+                self._warned.add(info["line"])
+                err.print(info["line"], highlight=False, soft_wrap=True)
+        elif kind == "progress":
             self._bar.update(task, completed=info["step"], total=info["total"])
         elif kind == "done":
             word = "done" if info["code"] == 0 else f"exit {info['code']}"
@@ -157,6 +162,8 @@ class TrainProgress:
         elif kind == "step" and self._bar is not None:
             self._bar.update(self._task, completed=info["step"],
                              description=f"loss {info['loss']:.4f}")  # fmt: skip
+        elif kind == "warning":
+            err.print(f"warning: {info['message']}", highlight=False, soft_wrap=True)
         elif kind == "eval":
             shown = "  ".join(f"{k} {v:.4f}" for k, v in info["metrics"].items())
             out.print(f"step {info['step']:>5}  val  {shown}", highlight=False, soft_wrap=True)
@@ -206,7 +213,11 @@ def print_reproduction(run_id: str, result: dict) -> None:
         err.print(f"[yellow]record differs:[/] {m}", highlight=False)
     for m in result["environment"]:
         err.print(f"[yellow]environment differs:[/] {m}", highlight=False)
-    out.print(
-        f"verdict: [bold]{result['verdict']}[/] (tolerance {result['tolerance']:g})",
-        highlight=False,
-    )
+    from xp.reproduce import verdict_line
+
+    out.print(f"verdict: [bold]{verdict_line(result)}[/] (tolerance {result['tolerance']:g})",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    if (result.get("cause") or "").startswith("unexplained"):
+        err.print("[bold red]error:[/] a determinism bug: the same code, data, seeds and "
+                  "environment gave other numbers; please report it with both run ids",
+                  highlight=False)  # fmt: skip

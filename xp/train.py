@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from xp import XpError, checkpoint, one_line, record, supervise
+from xp import XpError, checkpoint, numerics, one_line, record, supervise
 from xp.config import Config, higher_is_better, metrics_for
 from xp.data import load_splits, take, to_tensors
 from xp.metrics import task_metrics, trivial_baseline
@@ -254,13 +254,19 @@ def train(
         from xp.track import configure_store, start_writer
 
         start_writer()
+    if t.numerics != numerics.current():  # (a library caller that imported torch first)
+        numerics.apply(t.numerics)
     if t.threads:
         torch.set_num_threads(t.threads)
     set_deterministic(t.deterministic)
+    numerics.pin_torch(t.numerics)  # portable: one thread, deterministic, whatever else says
     model, tokenizer, source = build_model(config, root, seeds["init"])
     _check_layers(config, model)
     model.to(device)
     prov = record.gather(config, root, (source["kind"], source["location"]), device_label(device))
+    skipped = record.skipped_summary(prov.git)
+    if skipped:
+        events("warning", {"message": skipped})
     splits = load_splits(config, root, prov.data)
     feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
     if track:

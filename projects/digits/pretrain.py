@@ -6,18 +6,21 @@ digits 5-9: a real transfer-learning setting that trains in seconds on a CPU. Ru
 
 from pathlib import Path
 
-import numpy as np
-import torch
+from xp import numerics
 
-from xp.cnn import new_cnn, save_cnn
+numerics.apply("portable")  # before torch: the same weights, bit for bit, on any x86-64 CPU
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from xp.cnn import new_cnn, save_cnn  # noqa: E402
 
 OUT = Path("models/digits_pretrained")
 SEED, EPOCHS, BATCH, LR = 0, 30, 64, 2e-3
 
 
 def main() -> None:
-    torch.set_num_threads(1)  # one thread: bit-identical weights on every run, so DVC hashes hold
-    torch.use_deterministic_algorithms(True)
+    numerics.pin_torch("portable")  # one thread, deterministic: the DVC hash holds everywhere
     torch.manual_seed(SEED)
     with np.load("data/digits/pretrain.npz") as z:
         X, y = torch.as_tensor(z["X"]), torch.as_tensor(z["y"])

@@ -177,6 +177,23 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ),
     ("reproduce with zero jobs", "reproduce {finished} --jobs 0", 2, "'--jobs'", {}),
     ("reproduce a run still running", "reproduce {killed}", 2, "finish it first", {}),
+    ("a margin of zero", "reproduce {repeat} --margin 0", 2, "give a positive number", {}),
+    (
+        "a margin for one training run",
+        "reproduce {finished} --margin 0.01",
+        2,
+        "needs a repeat run",
+        {},
+    ),
+    ("fresh seeds that are not seeds", "reproduce {repeat} --seeds x", 2, "--seeds 'x'", {}),
+    ("fresh seeds for one training run", "reproduce {finished} --seeds 3", 2, "needs a repeat", {}),
+    (
+        "unknown numerics profile",
+        "train digits train.numerics=fast",
+        2,
+        "train.numerics='fast'",
+        {},
+    ),
 ]
 
 assert len({c[0] for c in CASES}) == len(CASES), "case names are keys"

@@ -1,6 +1,7 @@
 """End to end: `mlflow run . -e train` and `xp train` in a fresh git + DVC repo, checked against
 the whole run record of shared/RUN_SCHEMA.md."""
 
+import json
 import signal
 import subprocess
 import time
@@ -58,6 +59,14 @@ def test_mlflow_run_records_the_whole_training_run(repo):
     for key in ("python", "torch", "transformers", "mlflow"):
         assert tags[f"xp.env.{key}"], key
     assert tags["xp.env.device"] == "cpu" and tags["xp.env.deterministic"] == "true"
+    import torch
+
+    from xp.numerics import cpu_model
+
+    assert tags["xp.env.cpu"] == cpu_model()  # the hardware and kernels that made the numbers
+    assert tags["xp.env.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert tags["xp.env.numerics"] == "native"
+    assert "xp.env.gpu" not in tags and "xp.env.cudnn" not in tags  # no GPU here
 
     # data: every file read, with the md5 DVC recorded in dvc.lock, and clean
     lock = _dvc_lock_md5s(repo)
@@ -91,6 +100,11 @@ def test_mlflow_run_records_the_whole_training_run(repo):
         files = {a.path.rsplit("/", 1)[-1]
                  for a in client.list_artifacts(r.info.run_id, f"checkpoints/{which}")}  # fmt: skip
         assert files == {"model.safetensors", "trainer_state.pt"}
+    env = json.loads(
+        mlflow.artifacts.load_text(f"runs:/{r.info.run_id}/provenance/environment.json")
+    )
+    assert env["cpu"] == tags["xp.env.cpu"] and "PyTorch built with" in env["torch_config"]
+    assert env["env"].get("CUBLAS_WORKSPACE_CONFIG") == ":4096:8"  # set by deterministic mode
     recorded = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{r.info.run_id}/config.yaml"))
     assert recorded["seed"]["master"] == 3 and recorded["train"]["epochs"] == 3
 

@@ -25,6 +25,8 @@ What is used, and its limits:
 - `seeds_needed` / `power_of` are power analyses for a two-sample t-test. Fed with an observed
   difference they are a planning hint ("how many seeds would make this conclusive"), not
   evidence: the observed difference is itself noisy.
+- `tost` (equivalence): two one-sided Welch tests of "the two means are within a margin": how a
+  re-run on other kernels (another CPU, a GPU) is judged when bits cannot match.
 - `compare` collects all of the above for "candidate A vs baseline B" with the metric's direction
   handled, and `verdict` turns it into "holds" / "does_not_hold" / "inconclusive".
 
@@ -32,6 +34,7 @@ Pure numpy/scipy/statsmodels: no I/O, no logging. Every random function takes
 `rng: np.random.Generator | int | None` and uses it (and only it), so a given seed reproduces.
 """
 
+from xp.stats.equivalence import tost
 from xp.stats.one_arm import bootstrap_interval, describe, t_interval
 from xp.stats.planning import expected_max, power_of, seeds_needed
 from xp.stats.two_arms import holm, mann_whitney, min_rank_p, prob_improvement, welch_test
@@ -39,6 +42,6 @@ from xp.stats.verdict import compare, verdict
 
 __all__ = [
     "bootstrap_interval", "compare", "describe", "expected_max", "holm", "mann_whitney",
-    "min_rank_p", "power_of", "prob_improvement", "seeds_needed", "t_interval", "verdict",
+    "min_rank_p", "power_of", "prob_improvement", "seeds_needed", "t_interval", "tost", "verdict",
     "welch_test",
 ]  # fmt: skip

@@ -1,0 +1,88 @@
+"""Numerics profiles and the hardware in the record."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from xp import numerics
+from xp.config import config_hash, load_config
+from xp.reproduce import DIFFERS, IDENTICAL, explain
+
+CHECK = """
+import os, sys
+from xp import numerics
+numerics.apply(sys.argv[1])
+import torch
+print(numerics.current(), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),
+      os.environ.get("MKL_CBWR"), os.environ.get("ONEDNN_MAX_CPU_ISA"))
+"""
+
+
+def _profile_in_a_fresh_process(profile: str, **env: str) -> list[str]:
+    out = subprocess.run([sys.executable, "-c", CHECK, profile], capture_output=True, text=True,
+                         env={**os.environ, **env}, check=True)  # fmt: skip
+    return out.stdout.split()
+
+
+def test_portable_pins_kernels_before_torch_is_imported():
+    # a user's own setting (here: AVX2 kernels, 2 threads) does not survive the portable profile
+    got = _profile_in_a_fresh_process("portable", ATEN_CPU_CAPABILITY="avx2", OMP_NUM_THREADS="2")
+    assert got == ["portable", "DEFAULT", "1", "COMPATIBLE", "SSE41"]
+    native = _profile_in_a_fresh_process("native")
+    assert native[0] == "native" and native[3:] == ["None", "None"]
+
+
+def test_portable_after_torch_was_imported_is_refused(monkeypatch):
+    import torch  # noqa: F401  (this test process has torch already)
+
+    for key in numerics.PORTABLE_ENV:
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(numerics.NumericsError, match="before torch is imported"):
+        numerics.apply("portable")
+    with pytest.raises(numerics.NumericsError, match="use one of native, portable"):
+        numerics.apply("fast")
+
+
+def test_numerics_is_an_execution_setting_left_out_of_the_config_hash(repo):
+    native = load_config("digits", [], repo / "projects")
+    portable = load_config("digits", ["train.numerics=portable"], repo / "projects")
+    assert config_hash(native) == config_hash(portable)
+    from xp.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.numerics='fast'"):
+        load_config("digits", ["train.numerics=fast"], repo / "projects")
+
+
+def test_describe_names_the_cpu_its_kernels_and_the_variables(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    d = numerics.describe(torch)
+    assert d["cpu"] and d["cpu"] == numerics.cpu_model()
+    assert d["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert d["env"]["OMP_NUM_THREADS"] == "3"
+    assert "PyTorch built with" in d["torch_config"]
+    assert (d["gpu"] is None) == (not torch.cuda.is_available())
+
+
+def test_a_difference_is_explained_by_the_environment_or_called_a_bug():
+    base = {
+        "xp.env.cpu": "Intel Xeon",
+        "xp.env.cpu_capability": "AVX512",
+        "xp.env.numerics": "native",
+        "xp.env.torch": "2.13.0",
+        "xp.env.device": "cpu",
+    }
+    other_kernels = {**base, "xp.env.cpu_capability": "DEFAULT"}
+    assert explain(DIFFERS, base, other_kernels, []) == "expected: cpu_capability AVX512 -> DEFAULT"
+    amd = {**base, "xp.env.cpu": "AMD EPYC 9B14"}
+    assert explain(DIFFERS, base, amd, []) == "expected: cpu Intel Xeon -> AMD EPYC 9B14"
+    assert explain(DIFFERS, base, dict(base), []) == (
+        "unexplained: same code, data, seeds and environment"
+    )
+    assert explain(IDENTICAL, base, other_kernels, []) is None
+    assert explain(DIFFERS, base, base, ["xp.git.commit: a -> b"]).startswith(
+        "expected: the record differs"
+    )
