@@ -140,9 +140,24 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     }
 
 
-def test_a_nan_seed_fails_alone(repo):
-    proc = _repeat(repo, "--seeds", "2", "--jobs", "2", env={"XP_FAULT_NAN_SEEDS": "2"})
-    parent = mlflow.get_run(parent_id_in(proc.stdout))
+def test_seed_overrides_are_refused(repo):
+    proc = _repeat(repo, "seed=3", check=False)
+    assert proc.returncode == 2 and "--seeds" in proc.stderr
+
+
+def test_mlflow_run_repeat_entry_point_and_a_nan_seed_that_fails_alone(repo):
+    cmd = ["mlflow", "run", ".", "-e", "repeat", "--env-manager", "local", "-P",
+           "project=digits", "-P", "seeds=2", "-P", "jobs=2", "-P", "train.epochs=2", "-P",
+           "eval.every=5"]  # fmt: skip
+    proc = run(cmd, repo, env={"XP_FAULT_NAN_SEEDS": "2"})  # seed 2's loss turns NaN
+    client = mlflow.MlflowClient()
+    exps = [e.experiment_id for e in client.search_experiments()]
+    parents = mlflow.search_runs(exps, "tags.`xp.kind` = 'repeat'", output_format="list")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["mlflow.project.entryPoint"] == "repeat"  # MLflow's run is the parent
+    assert parent.info.status == "FINISHED"
+    # the NaN seed fails alone: recorded failed, left out of the statistics, named
     assert parent.data.tags["xp.failed_seeds"] == "2"
     assert parent.data.metrics["test/f1/n"] == 1
     outcomes = {
@@ -150,23 +165,3 @@ def test_a_nan_seed_fails_alone(repo):
     }
     assert outcomes == {"1": "ok", "2": "failed"}
     assert "failed seeds: 2" in proc.stdout
-
-
-def test_seed_overrides_are_refused(repo):
-    proc = _repeat(repo, "seed=3", check=False)
-    assert proc.returncode == 2 and "--seeds" in proc.stderr
-
-
-def test_mlflow_run_repeat_entry_point(repo):
-    cmd = ["mlflow", "run", ".", "-e", "repeat", "--env-manager", "local", "-P",
-           "project=digits", "-P", "seeds=2", "-P", "jobs=2", "-P", "train.epochs=2", "-P",
-           "eval.every=5"]  # fmt: skip
-    run(cmd, repo)
-    client = mlflow.MlflowClient()
-    exps = [e.experiment_id for e in client.search_experiments()]
-    parents = mlflow.search_runs(exps, "tags.`xp.kind` = 'repeat'", output_format="list")
-    assert len(parents) == 1
-    parent = parents[0]
-    assert parent.data.tags["mlflow.project.entryPoint"] == "repeat"  # MLflow's run is the parent
-    assert parent.info.status == "FINISHED" and parent.data.metrics["test/f1/n"] == 2
-    assert len(_children(parent.info.run_id)) == 2

@@ -59,7 +59,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("unknown precision", "train digits train.precision=fp8", 2, "train.precision='fp8'", {}),
     ("unknown device", "train digits train.device=tpu", 2, "unknown device", {}),
     ("CUDA on a machine without", "train digits train.device=cuda", 2, "no usable CUDA", {}),
-    ("a GPU index that is not there", "train digits train.device=cuda:7", 2, "no usable CUDA", {}),
     ("MPS off a Mac", "train digits train.device=mps", 2, "MPS is not available", {}),
     ("unknown eval metric", "train digits eval.metric=auc", 2, "not a classification metric", {}),
     ("a regression eval metric", "train digits eval.metric=mae", 2, "not a classification", {}),
@@ -69,7 +68,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("missing model folder", "train digits model.name=./no_model", 2, "is missing", {}),
     ("unknown package", "train digits model.name=pkg://no_pkg/model", 2, "no_pkg", {}),
     ("freezing more layers than exist", "train digits train.freeze_layers=9", 2, "only 3", {}),
-    ("re-init more layers than exist", "train digits model.reinit_layers=9", 2, "only 3", {}),
     # -- data
     ("missing data file", "train digits data.train=data/digits/no.npz", 2, "is missing", {}),
     ("unknown data format", "train digits data.format=parquet", 2, "data.format", {}),
@@ -88,13 +86,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
         "train digits",
         2,
         "no tracking store for the scheme 'foo:'",
-        {"MLFLOW_TRACKING_URI": "foo://bar"},
-    ),
-    (
-        "unknown scheme for compare",
-        "compare --project digits",
-        2,
-        "scheme 'foo:'",
         {"MLFLOW_TRACKING_URI": "foo://bar"},
     ),
     # -- resume
@@ -132,7 +123,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("alpha above 0.49", "repeat digits --alpha 2", 2, "'--alpha'", {}),
     ("min effect not a number", "repeat digits --min-effect abc", 2, "'--min-effect'", {}),
     ("baseline NaN", "repeat digits --baseline nan", 2, "not a finite number", {}),
-    ("baseline infinite", "repeat digits --baseline inf", 2, "not a finite number", {}),
     ("baseline unknown run", "repeat digits --baseline 0123abc", 2, "unknown run id", {}),
     ("baseline a training run", "repeat digits --baseline {finished}", 2, "not a repeat run", {}),
     ("unknown repeat metric", "repeat digits --metric test/auc", 2, "not a classification", {}),
@@ -186,7 +176,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
         {},
     ),
     ("fresh seeds that are not seeds", "reproduce {repeat} --seeds x", 2, "--seeds 'x'", {}),
-    ("fresh seeds for one training run", "reproduce {finished} --seeds 3", 2, "needs a repeat", {}),
     (
         "unknown numerics profile",
         "train digits train.numerics=fast",

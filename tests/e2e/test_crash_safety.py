@@ -51,17 +51,12 @@ def crash(built_repo, tmp_path_factory):
     return repo, uri, _record(_run_id(proc.stdout), uri)
 
 
+# (checkpoint@N, a kill while a checkpoint is written, is among benchmarks/kill_trials.py's
+# random kills; a checkpoint save is atomic)
 @pytest.mark.parametrize(
     "point",
-    ["setup", "step@3", "step@13", "eval@15", "checkpoint@10", "log_model"],
-    ids=[
-        "before-first-checkpoint",
-        "first-epoch",
-        "mid-epoch-2",
-        "during-eval",
-        "during-checkpoint-save",
-        "while-logging-the-model",
-    ],  # fmt: skip
+    ["setup", "step@13", "eval@15", "log_model"],
+    ids=["before-first-checkpoint", "mid-epoch", "during-eval", "while-logging-the-model"],
 )
 def test_kill_9_then_resume_equals_the_uninterrupted_run(crash, point, monkeypatch):
     repo, uri, (ref_hist, ref_final, _) = crash
