@@ -66,7 +66,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("unknown model kind", "train digits model.kind=rnn", 2, "model.kind='rnn'", {}),
     ("dropout of 1.5", "train digits model.dropout=1.5", 2, "model.dropout=1.5", {}),
     ("missing model folder", "train digits model.name=./no_model", 2, "is missing", {}),
-    ("unknown package", "train digits model.name=pkg://no_pkg/model", 2, "no_pkg", {}),
     ("freezing more layers than exist", "train digits train.freeze_layers=9", 2, "only 3", {}),
     # -- data
     ("missing data file", "train digits data.train=data/digits/no.npz", 2, "is missing", {}),
@@ -123,7 +122,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("alpha above 0.49", "repeat digits --alpha 2", 2, "'--alpha'", {}),
     ("min effect not a number", "repeat digits --min-effect abc", 2, "'--min-effect'", {}),
     ("baseline NaN", "repeat digits --baseline nan", 2, "not a finite number", {}),
-    ("baseline unknown run", "repeat digits --baseline 0123abc", 2, "unknown run id", {}),
     ("baseline a training run", "repeat digits --baseline {finished}", 2, "not a repeat run", {}),
     ("unknown repeat metric", "repeat digits --metric test/auc", 2, "not a classification", {}),
     (
@@ -136,7 +134,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("seed as an override", "repeat digits seed=3", 2, "come from --seeds", {}),
     ("bad config in a repeat", "repeat digits optim.lr=-1", 2, "optim.lr=-1", {}),
     # -- report, compare
-    ("report of an unknown run", "report 0123abc", 2, "unknown run id", {}),
     ("report of a training run", "report {finished}", 2, "is not a repeat run", {}),
     ("unknown output format", "compare --format xml", 2, "--format xml", {}),
     ("plot into a missing folder", "compare --plot /missing/dir/x.png", 2, "does not exist", {}),
@@ -146,7 +143,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("malformed filter", "compare --filter 'params.x ==== 1'", 2, "--filter", {}),
     # -- promote, reproduce
     ("promote without a name", "promote {repeat}", 2, "Missing option '--name'", {}),
-    ("promote an unknown run", "promote 0123abc --name m", 2, "unknown run id", {}),
     ("promote a training run", "promote {finished} --name m", 2, "not a repeat run", {}),
     ("promote with zero seeds", "promote {repeat} --name m --min-seeds 0", 2, "--min-seeds", {}),
     (
@@ -157,7 +153,6 @@ CASES: list[tuple[str, str, int, str, dict]] = [
         {},
     ),
     ("promote an unknown option", "promote {repeat} --name m --colour red", 2, "colour", {}),
-    ("reproduce an unknown run", "reproduce 0123abc", 2, "unknown run id", {}),
     (
         "reproduce with negative tolerance",
         "reproduce {finished} --tolerance -1",

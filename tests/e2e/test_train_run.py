@@ -2,15 +2,12 @@
 the whole run record of shared/RUN_SCHEMA.md."""
 
 import json
-import signal
-import subprocess
-import time
 
 import mlflow
 import pytest
 import yaml
 
-from tests.conftest import BIN, FAST_DIGITS, git, run
+from tests.conftest import FAST_DIGITS, git, run
 
 pytestmark = pytest.mark.e2e
 
@@ -171,34 +168,3 @@ def test_missing_data_names_the_file_and_how_to_make_it(repo):
         "to build it, or `dvc pull` to fetch it"
     )
     assert _runs() == []
-
-
-def test_sigterm_saves_a_checkpoint_and_resume_finishes_the_run(repo):
-    env_path = f"{BIN}:/usr/bin:/bin"
-    proc = subprocess.Popen(
-        ["xp", "train", "digits", "train.epochs=20", "eval.every=5", "eval.patience=null"],
-        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**__import__("os").environ, "PATH": env_path},
-    )  # fmt: skip
-    run_id = None
-    for line in proc.stdout:  # wait until training is under way
-        if line.startswith("run "):
-            run_id = line.split()[1]
-        if line.startswith("step"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err
-    assert f"resume with --resume {run_id}" in err
-    client = mlflow.MlflowClient()
-    assert client.get_run(run_id).info.status == "KILLED"
-    done = client.get_metric_history(run_id, "train/loss")
-    assert 0 < len(done) < 200
-
-    started = time.time()
-    run(["xp", "train", "digits", "--resume", run_id], repo)
-    r = client.get_run(run_id)
-    assert r.info.status == "FINISHED" and r.data.tags["xp.outcome"] == "ok"
-    steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
-    assert sorted(steps) == list(range(1, 201))  # every step once: nothing lost, nothing twice
-    assert time.time() - started < 120
