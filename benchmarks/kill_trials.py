@@ -74,6 +74,8 @@ def main() -> None:
     os.environ.update(env)
     import mlflow
 
+    from xp.numerics import cpu_model
+
     client = mlflow.MlflowClient()
 
     started = time.monotonic()
@@ -132,24 +134,12 @@ def main() -> None:
         "resumed_from_step_0": sum(t["resumed_at_step"] == "0" for t in resumable),
         "run_span_s": round(span, 2),
         "wall_s": round(time.monotonic() - started, 1),
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "per_trial": trials,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "kill_trials.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps({k: v for k, v in summary.items() if k != "per_trial"}, indent=2))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor()
 
 
 if __name__ == "__main__":

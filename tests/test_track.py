@@ -8,7 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from xp.track import MlflowTracker, NullTracker, TrackingError, configure_store, start_tracker
+from xp.store import configure_store
+from xp.track import MlflowTracker, NullTracker, TrackingError, start_tracker
 
 
 def _public(cls):

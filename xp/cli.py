@@ -170,8 +170,8 @@ def repeat(
         finally:
             progress.close()
     except KeyboardInterrupt as e:
-        _fail(f"{_stopped_by(e)}: the seeds saved their checkpoints and ended KILLED; run the "
-              "same command to resume", _interrupt_code(e))  # fmt: skip
+        _stopped(e, "the seeds saved their checkpoints and ended KILLED; run the same command "
+                 "to resume")  # fmt: skip
     except XpError as e:
         _fail(str(e))
     print_summary(summary)
@@ -182,7 +182,7 @@ def report(run_id: str = typer.Argument(..., help="A repeat run id.")) -> None:
     """Rebuild a repeat's reliability report from the tracking store alone."""
     try:
         from xp.repeat import rebuild_report
-        from xp.track import configure_store
+        from xp.store import configure_store
 
         root = _repo_root()
         configure_store(root)
@@ -211,7 +211,7 @@ def compare(
     try:
         if plot:
             check_plot_path(plot)
-        from xp.track import configure_store
+        from xp.store import configure_store
 
         root = _repo_root()
         configure_store(root)
@@ -258,7 +258,7 @@ def promote(
         dry_run = dry_run or options.pop("dry_run", "false").lower() in ("1", "true", "yes")
         if options:
             raise XpError(f"unknown option(s) for promote: {', '.join(options)}")
-        from xp.track import configure_store
+        from xp.store import configure_store
 
         configure_store(_repo_root())
         policy = Policy(alias, metric, min_seeds, alpha, max_failed)
@@ -329,7 +329,7 @@ def reproduce(
         finally:
             progress.close()
     except KeyboardInterrupt as e:
-        _fail(f"{_stopped_by(e)}: the reproduction is incomplete", _interrupt_code(e))
+        _stopped(e, "the reproduction is incomplete")
     except XpError as e:
         _fail(str(e))
     print_reproduction(run_id, result)
@@ -341,16 +341,13 @@ def reproduce(
         raise typer.Exit(EXIT_FAILED_RUN)
 
 
-def _stopped_by(e: BaseException) -> str:
+def _stopped(e: BaseException, what: str) -> None:
+    """One line and exit 143 for SIGTERM (raised as `Terminated`), 130 for Ctrl-C."""
     from xp.supervise import Terminated
 
-    return "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-
-
-def _interrupt_code(e: BaseException) -> int:
-    from xp.supervise import Terminated
-
-    return EXIT_KILLED["SIGTERM"] if isinstance(e, Terminated) else EXIT_KILLED["SIGINT"]
+    if isinstance(e, Terminated):
+        _fail(f"terminated (SIGTERM): {what}", EXIT_KILLED["SIGTERM"])
+    _fail(f"interrupted: {what}", EXIT_KILLED["SIGINT"])
 
 
 def _resolve_config(project: str, overrides: list[str], root: Path, resume: str | None):
@@ -363,7 +360,8 @@ def _resolve_config(project: str, overrides: list[str], root: Path, resume: str 
     import yaml
 
     from xp.config import config_hash, validate
-    from xp.track import configure_store, recorded_text, resumable_run
+    from xp.store import configure_store
+    from xp.track import recorded_text, resumable_run
 
     configure_store(root)
     run = resumable_run(resume, project)  # reads only: a wrong id changes nothing

@@ -384,8 +384,9 @@ def repeat(
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
     from xp import record, track
     from xp.models import resolve_source
+    from xp.store import configure_store
 
-    track.configure_store(root)
+    configure_store(root)
     base = resolve_baseline(baseline, metric)
     kind, where = resolve_source(config.model.name, root)
     prov = record.gather(config, root, (kind, where))

@@ -15,13 +15,12 @@ import json
 import math
 import os
 import shlex
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from xp import XpError
+from xp.rebuild import build_worktree, check_commit, place_data, remove_worktree
 
 IDENTICAL, WITHIN, DIFFERS = "identical", "within tolerance", "differs"
 PASSING = (IDENTICAL, WITHIN, "equivalent")  # exit 0; differs, not equivalent, inconclusive: 1
@@ -29,7 +28,7 @@ RECORD_KEYS = ("xp.config_hash", "xp.git.commit", "xp.git.diff_md5")  # must com
 
 
 class ReproduceError(XpError):
-    """A run that cannot be rebuilt: its commit, diff or data can no longer be found."""
+    """A run that cannot be reproduced as asked (still running, not a repeat for --margin)."""
 
 
 # -- comparing ----------------------------------------------------------------------------------
@@ -137,115 +136,6 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# -- rebuilding code and data -------------------------------------------------------------------
-def _git(root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, input=stdin, capture_output=True, text=True)
-
-
-def check_commit(root: Path, commit: str | None, run_id: str, remote: str | None) -> None:
-    """Raise when the recorded commit is not in this repository."""
-    if not commit or commit == "none":
-        raise ReproduceError(f"run {run_id} recorded no git commit: its code cannot be rebuilt")
-    if _git(root, "cat-file", "-e", f"{commit}^{{commit}}").returncode != 0:
-        fetch = f"`git fetch {remote}`" if remote else "`git fetch` from where it was pushed"
-        raise ReproduceError(
-            f"commit {commit} of run {run_id} no longer exists in {root} (rewritten by a rebase "
-            f"or reset and garbage-collected?); {fetch} or restore the branch that had it"
-        )
-
-
-def build_worktree(root: Path, commit: str, diff: str | None, dest: Path) -> Path:
-    """A detached git worktree at `commit` with the recorded diff applied; returns its path."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    proc = _git(root, "worktree", "add", "--detach", "--force", str(dest), commit)
-    if proc.returncode != 0:
-        raise ReproduceError(f"git worktree add {commit} failed: {proc.stderr.strip()}")
-    if diff:
-        proc = _git(dest, "apply", "--whitespace=nowarn", "-", stdin=diff)
-        if proc.returncode != 0:
-            raise ReproduceError(
-                f"the recorded diff does not apply on {commit}: {proc.stderr.strip()}"
-            )
-    return dest
-
-
-def remove_worktree(root: Path, path: Path) -> None:
-    """Remove a worktree made by `build_worktree` (its logs live outside it)."""
-    _git(root, "worktree", "remove", "--force", str(path))
-    shutil.rmtree(path, ignore_errors=True)
-    _git(root, "worktree", "prune")
-
-
-def place_data(root: Path, data: dict[str, dict[str, str]], dest: Path, commit: str) -> None:
-    """Check out every recorded data version into `dest` from the DVC cache or remote.
-
-    Args:
-        root: the repository whose DVC cache (and default remote) hold the data.
-        data: name -> {"path" (relative to the repo root), "md5" (DVC hash)}.
-        dest: the worktree to fill.
-        commit: the recorded commit (for the error message).
-
-    Raises:
-        ReproduceError: a version is in neither the cache nor the remote.
-    """
-    from dvc.fs import LocalFileSystem
-    from dvc.repo import Repo
-    from dvc_data.hashfile import load
-    from dvc_data.hashfile.checkout import checkout
-    from dvc_data.hashfile.hash_info import HashInfo
-
-    with Repo(str(root)) as repo:
-        odb = repo.cache.local
-        for name, version in data.items():
-            hash_info = HashInfo("md5", version["md5"])
-            if not _cached(odb, hash_info):
-                where = _pull(repo, hash_info)
-                if not _cached(odb, hash_info):
-                    raise ReproduceError(
-                        f"data {name} ({version['path']}, md5 {version['md5']}) is in neither "
-                        f"the DVC cache ({odb.path}) nor {where}; `dvc push` it from a machine "
-                        f"that has it, or rebuild it at commit {commit[:12]} with `dvc repro`"
-                    )
-            target = dest / version["path"]
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            checkout(str(target), LocalFileSystem(), load(odb, hash_info), odb)
-    # DVC inside the worktree shares this cache (git-ignored .dvc/config.local)
-    (dest / ".dvc").mkdir(exist_ok=True)
-    cache = root / ".dvc" / "cache"
-    (dest / ".dvc" / "config.local").write_text(f"[cache]\n    dir = {cache.resolve()}\n")
-
-
-def _cached(odb: Any, hash_info: Any) -> bool:
-    if not odb.exists(hash_info.value):
-        return False
-    if not hash_info.isdir:
-        return True
-    from dvc_data.hashfile.tree import Tree
-
-    return all(odb.exists(h.value) for _, _, h in Tree.load(odb, hash_info))
-
-
-def _pull(repo: Any, hash_info: Any) -> str:
-    """Fetch one object (a directory with its files) from the default remote; says which."""
-    from dvc.config import NoRemoteError
-
-    try:
-        repo.cloud.pull([hash_info])
-        if hash_info.isdir and repo.cache.local.exists(hash_info.value):
-            from dvc_data.hashfile.tree import Tree
-
-            repo.cloud.pull([h for _, _, h in Tree.load(repo.cache.local, hash_info)])
-    except NoRemoteError:
-        return "a DVC remote (none is configured)"
-    except Exception as e:  # unreachable remote: say so, the data is still missing
-        return f"the default DVC remote ({type(e).__name__}: {str(e).splitlines()[0]})"
-    return f"the default DVC remote ({repo.config['core'].get('remote')})"
-
-
 # -- the job ------------------------------------------------------------------------------------
 def _data_of(tags: dict[str, str]) -> dict[str, dict[str, str]]:
     names = [k[len("xp.data.") : -len(".path")] for k in tags
@@ -295,15 +185,17 @@ def reproduce(
         that changed: this machine's libraries are used, not the recorded ones), "log_dir"}.
 
     Raises:
-        ReproduceError: the commit, diff or data is gone; the run is still running or killed.
+        ReproduceError: the run is still running or killed, or an option does not fit it.
+        RebuildError: the commit, diff or data is gone.
         TrackingError: unknown run id.
     """
     from xp import track
     from xp.executor import LocalExecutor, SeedJob
+    from xp.store import configure_store
 
     if margin is not None and not (math.isfinite(margin) and margin > 0):
         raise ReproduceError(f"--margin {margin}: give a positive number, in metric units")
-    track.configure_store(root)
+    configure_store(root)
     original = track.get_run(run_id)
     tags = original.data.tags
     kind = tags.get("xp.kind")

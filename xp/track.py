@@ -9,105 +9,19 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import time
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
-from xp import XpError, one_line
-from xp.metric_writer import BUSY_TIMEOUT_MS, install_sqlite_pragmas, start_writer
-
-DEFAULT_DB = "mlflow.db"  # MLflow 3's own default name, so a bare `mlflow ui` finds our runs
-DEFAULT_ARTIFACTS = "mlruns"
+from xp import XpError
+from xp.metric_writer import start_writer
+from xp.store import DEFAULT_ARTIFACTS, configure_store, default_tracking_uri
 
 
 class TrackingError(XpError):
     """Unknown run id, unreachable store, or a run that cannot be resumed."""
-
-
-def default_tracking_uri(repo_root: Path) -> str:
-    """The embedded store at the repo root: `sqlite:///<root>/mlflow.db`."""
-    return f"sqlite:///{(repo_root / DEFAULT_DB).resolve()}"
-
-
-def configure_store(repo_root: Path) -> str:
-    """Point MLflow at the project's store and make SQLite safe for concurrent writers.
-
-    Respects `MLFLOW_TRACKING_URI`; otherwise uses the embedded store at the repo root. For
-    SQLite it turns on WAL mode (readers never block the writer) and a busy timeout on every
-    connection, so several seed processes can log at once.
-
-    Returns:
-        The tracking URI in use.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(repo_root)
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # child processes (seeds, mlflow run) inherit it
-    if uri in _CHECKED:
-        return uri
-    _check_scheme(uri)
-    if uri.startswith("sqlite:///"):
-        install_sqlite_pragmas()
-        _enable_wal(Path(uri.removeprefix("sqlite:///")), uri)
-    _check_store(uri)
-    _CHECKED.add(uri)
-    return uri
-
-
-_CHECKED: set[str] = set()  # stores opened once by this process
-
-
-def _check_scheme(uri: str) -> None:
-    """A URI MLflow has no store for fails here with one line, not deep inside MLflow."""
-    from urllib.parse import urlparse
-
-    scheme = urlparse(uri).scheme.split("+")[0]
-    known = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
-    if scheme not in known:
-        from importlib.metadata import entry_points
-
-        plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
-        if scheme not in plugins:
-            raise TrackingError(
-                f"MLFLOW_TRACKING_URI={uri}: MLflow has no tracking store for the scheme "
-                f"'{scheme}:'; use sqlite:///<path>, postgresql://..., http(s)://<server> or a "
-                "folder path"
-            )
-
-
-def _check_store(uri: str) -> None:
-    """Open the store once (creating its tables) so that a store that cannot be opened is one
-    line before any run exists."""
-    import mlflow
-
-    try:
-        mlflow.MlflowClient(uri).search_experiments(max_results=1)
-    except Exception as e:
-        raise TrackingError(
-            f"cannot open the tracking store {uri}: {one_line(e, 300)}; check MLFLOW_TRACKING_URI "
-            "(the folder must exist and be writable; a server must be reachable)"
-        ) from None
-
-
-def _enable_wal(db: Path, uri: str) -> None:
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TrackingError(
-            f"cannot open the tracking store {uri}: cannot create {db.parent} ({e.strerror}); "
-            "point MLFLOW_TRACKING_URI at a writable folder"
-        ) from None
-    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
-        raise TrackingError(
-            f"cannot open the tracking store {uri}: {db if db.exists() else db.parent} is not "
-            "writable; point MLFLOW_TRACKING_URI at a writable folder"
-        )
-    try:
-        with sqlite3.connect(db, timeout=BUSY_TIMEOUT_MS / 1000) as con:
-            con.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file itself
-    except sqlite3.OperationalError:
-        pass  # another process holds it right now; it will have set WAL already or will
 
 
 def experiment_for(project: str, repo_root: Path) -> str:
@@ -179,11 +93,7 @@ class MlflowTracker:
     def skip_recorded_points(self) -> None:
         """A resumed run replays the steps between its checkpoint and the kill; the points of
         those steps that reached the store before the kill are not logged a second time."""
-        keys = self._client.get_run(self.run_id).data.metrics.keys()
-        self._recorded = {
-            k: {m.step: m.value for m in self._client.get_metric_history(self.run_id, k)}
-            for k in keys
-        }
+        self._recorded = {k: dict(points) for k, points in metric_histories(self.run_id).items()}
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Buffer metrics; a writer process puts them in the store, off the training process."""
@@ -424,15 +334,6 @@ def fetch_artifacts(run_id: str, artifact_path: str, dst: Path) -> bool:
         run_id=run_id, artifact_path=artifact_path, dst_path=str(dst)
     )
     return True
-
-
-def run_tags(run_id: str) -> dict[str, str]:
-    """The tags of a recorded run.
-
-    Raises:
-        TrackingError: unknown run id.
-    """
-    return get_run(run_id).data.tags
 
 
 def get_run(run_id: str) -> Any:

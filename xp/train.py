@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from xp import XpError, checkpoint, numerics, one_line, record, supervise
+from xp import XpError, checkpoint, numerics, record, supervise
 from xp.config import Config, higher_is_better, metrics_for
 from xp.data import load_splits, take, to_tensors
+from xp.devices import device_label, pick_device
 from xp.metrics import task_metrics, trivial_baseline
 from xp.models import build_model, forward, layer_groups
+from xp.resume import claim
 from xp.seed import derive_seeds, epoch_order, rng_state, set_deterministic, set_rng_state
 from xp.track import Tracker, scratch_dir, start_tracker
 
@@ -79,46 +81,6 @@ class _StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def _mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` -> cuda if present, else mps, else cpu; a named device must exist here.
-
-    Raises:
-        XpError: the named device is not on this machine.
-    """
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if _mps_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            built = torch.version.cuda or "none: a CPU-only build"
-            raise XpError(
-                f"train.device={name}: this machine has no usable CUDA device (torch "
-                f"{torch.__version__}, CUDA {built}); use train.device=auto or cpu"
-            )
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise XpError(
-                f"train.device={name}: this machine has {count} CUDA device(s), "
-                f"cuda:0..cuda:{count - 1}"
-            )
-    if device.type == "mps" and not _mps_available():
-        raise XpError(f"train.device={name}: MPS is not available here; use auto or cpu")
-    return device
-
-
-def device_label(device: torch.device) -> str:
-    """`cpu`, or `cuda:<device name>` as recorded in `xp.env.device`."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return device.type
 
 
 # -- setup ------------------------------------------------------------------------------------
@@ -251,7 +213,8 @@ def train(
         raise XpError("--resume needs tracking: the run to continue lives in the store")
     device = pick_device(t.device)
     if track:  # the metric writer imports MLflow while the model loads, not during the loop
-        from xp.track import configure_store, start_writer
+        from xp.store import configure_store
+        from xp.track import start_writer
 
         start_writer()
     if t.numerics != numerics.current():  # (a library caller that imported torch first)
@@ -278,14 +241,8 @@ def train(
     if group:
         tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
     lock, saved, recorded = None, None, {}
-    if resume:
-        recorded = _check_resumable(resume, config.project, tags)
-        lock = supervise.try_lock(root, resume)
-        if lock is None:
-            pid = supervise.holder(root, resume)
-            raise XpError(f"run {resume} is being trained right now by process {pid}; "
-                          "wait for it to end, or stop it (it checkpoints on SIGTERM)")  # fmt: skip
-        saved = _load_resume_point(root, resume, model)  # None: killed before its first one
+    if resume:  # every check before the run is reopened: a refusal leaves it as it was
+        recorded, lock, saved = claim(root, resume, config.project, tags, model)
         tags = {}  # the reopened run keeps its own provenance: none of it is overwritten
     rewrite = not resume or "xp.recorded" not in recorded  # (killed while it was written)
     tracker = start_tracker(track, config.project, root, resume_run_id=resume, tags=tags)
@@ -310,51 +267,6 @@ def train(
     finally:
         if lock is not None:
             lock.release()
-
-
-def _check_resumable(run_id: str, project: str, tags: dict[str, str]) -> dict[str, str]:
-    """Refuse, before anything is written, to resume a run that is not a killed training run of
-    this project, or on other code or data (it would no longer be one run). Returns its tags."""
-    from xp.track import resumable_run
-
-    recorded = resumable_run(run_id, project).data.tags
-    keys = ["xp.config_hash", "xp.git.commit"] + [k for k in tags if k.endswith(".md5")]
-    changed = [k for k in keys if k in recorded and recorded[k] != tags.get(k)]
-    if changed:
-        k = changed[0]
-        raise XpError(
-            f"cannot resume run {run_id}: {k} was {recorded[k]}, is now {tags.get(k)}; "
-            "restore that code and data (git checkout, dvc checkout) or start a new run"
-        )
-    return recorded
-
-
-def _load_resume_point(root: Path, run_id: str, model: torch.nn.Module) -> dict[str, Any] | None:
-    """The last checkpoint of a run (local, else the copy logged in the run), loaded into `model`;
-    None when the run was killed before its first checkpoint (it restarts from step 0).
-
-    Raises:
-        XpError: the checkpoint is corrupt or holds objects outside the allowed types.
-    """
-    from xp.track import fetch_artifacts
-
-    work = scratch_dir(root, run_id)
-    last_dir = work / "checkpoints" / "last"
-    if not checkpoint.exists(last_dir):
-        fetch_artifacts(run_id, "checkpoints", work)  # nothing logged yet: nothing fetched
-    if not checkpoint.exists(last_dir):
-        return None
-    try:
-        saved = checkpoint.load_state(last_dir)
-        checkpoint.load_weights(last_dir, model)
-    except Exception as e:
-        raise XpError(
-            f"cannot resume run {run_id}: its checkpoint {last_dir} is corrupt or holds objects "
-            f"outside the allowed types ({one_line(e)}); the run is left "
-            f"as it was. Delete {last_dir.parent} to fall back to the copy logged in the run, "
-            "or start a new run"
-        ) from None
-    return saved
 
 
 def _fit(
