@@ -65,9 +65,10 @@ class LocalExecutor:
             while pending or self._procs:
                 while pending and len(self._procs) < self.jobs:
                     job = pending.pop(0)
+                    _prepare_log(job)
+                    tails[job.seed] = _Tail(job, on_event)  # from where this attempt writes
                     self._procs[job.seed] = proc = self._start(job)
                     on_event(job.seed, "started", {"pid": proc.pid})
-                    tails[job.seed] = _Tail(job, on_event)
                 for seed, proc in list(self._procs.items()):
                     tails[seed].read()
                     if proc.poll() is not None:
@@ -86,9 +87,6 @@ class LocalExecutor:
         env.update(job.env)
         env["XP_PROGRESS"] = "lines"
         env[PARENT_ENV] = str(os.getpid())
-        if job.log is None:
-            job.log = Path(tempfile.mkstemp(prefix=f"xp-seed-{job.seed}-", suffix=".log")[1])
-        job.log.parent.mkdir(parents=True, exist_ok=True)
         with open(job.log, "a") as log:  # the child keeps its own descriptor
             return subprocess.Popen(
                 [sys.executable, "-m", "xp.cli", "train", *job.args], cwd=self.cwd, env=env,
@@ -106,6 +104,13 @@ class LocalExecutor:
                 proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _prepare_log(job: SeedJob) -> None:
+    """Give the job a log file (a temporary one if it has none) whose folder exists."""
+    if job.log is None:
+        job.log = Path(tempfile.mkstemp(prefix=f"xp-seed-{job.seed}-", suffix=".log")[1])
+    job.log.parent.mkdir(parents=True, exist_ok=True)
 
 
 class _Tail:

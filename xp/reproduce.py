@@ -278,7 +278,7 @@ def reproduce(
     paired = [] if fresh is not None else children
     result = _verdicts(original, paired, group, new_ids, tolerance, work, applied)
     if kind == "repeat" and (result["verdict"] != IDENTICAL or margin is not None):
-        result.update(_equivalence(original, new_ids, margin))
+        result.update(_equivalence(original, children, new_ids, margin))
         _record_equivalence(group, result)
     return result
 
@@ -308,14 +308,17 @@ def default_margin(values: list[float]) -> float:
     return max(0.5 * sd, 1e-4)
 
 
-def _equivalence(original: Any, new_ids: dict[int, str], margin: float | None) -> dict[str, Any]:
-    """TOST of the repeat's metric over the original seeds against the re-run ones."""
+def _equivalence(
+    original: Any, children: list[Any], new_ids: dict[int, str], margin: float | None
+) -> dict[str, Any]:
+    """TOST of the repeat's metric over the original seeds (`children`, the latest run of each)
+    against the re-run ones."""
     from xp import stats, track
-    from xp.repeat import recorded_seed_runs, seed_runs, successful_values
+    from xp.repeat import seed_runs, successful_values
 
     metric = original.data.tags.get("xp.metric", "test/f1")
-    runs, _ = recorded_seed_runs(original)
-    before = list(successful_values(runs, metric).values())
+    seeds = [int(c.data.params.get("seed", 0)) for c in children]
+    before = list(successful_values(seed_runs(children, seeds), metric).values())
     again = seed_runs([track.get_run(i) for i in new_ids.values()], list(new_ids))
     after = list(successful_values(again, metric).values())
     if len(before) < 2 or len(after) < 2:
