@@ -63,6 +63,7 @@ def test_describe_names_the_cpu_its_kernels_and_the_variables(monkeypatch):
     assert d["cpu"] and d["cpu"] == numerics.cpu_model()
     assert d["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert d["env"]["OMP_NUM_THREADS"] == "3"
+    assert d["threads"] == torch.get_num_threads()
     assert "PyTorch built with" in d["torch_config"]
     assert (d["gpu"] is None) == (not torch.cuda.is_available())
 
@@ -83,6 +84,20 @@ def test_a_difference_is_explained_by_the_environment_or_called_a_bug():
         "unexplained: same code, data, seeds and environment"
     )
     assert explain(IDENTICAL, base, other_kernels, []) is None
+    cbwr = {**base, "xp.env.numerics_env": "MKL_CBWR=COMPATIBLE", "xp.env.threads": "2"}
+    recorded = {**base, "xp.env.numerics_env": "none", "xp.env.threads": "2"}
+    assert explain(DIFFERS, recorded, cbwr, []) == (
+        "expected: numerics_env none -> MKL_CBWR=COMPATIBLE"
+    )
+    assert explain(DIFFERS, recorded, {**recorded, "xp.env.threads": "16"}, []) == (
+        "expected: threads 2 -> 16"
+    )
+    # a record made before these tags existed says nothing about them: not a cause
+    assert explain(DIFFERS, base, cbwr, []).startswith("unexplained")
+    assert numerics.env_summary({"OMP_NUM_THREADS": "1", "MKL_CBWR": "AUTO"}) == (
+        "MKL_CBWR=AUTO,OMP_NUM_THREADS=1"
+    )
+    assert numerics.env_summary({}) == "none"
     assert explain(DIFFERS, base, base, ["xp.git.commit: a -> b"]).startswith(
         "expected: the record differs"
     )

@@ -102,6 +102,39 @@ def test_reproduce_after_code_and_data_changed_is_identical(repo, tmp_path):
     assert git(repo, "log", "-1", "--format=%s") == "label smoothing"  # the tree is untouched
 
 
+def test_a_training_run_under_other_kernels_differs_and_says_why(repo):
+    """What another CPU model does to a run, on this one: MKL's compatible code path and ATen's
+    baseline kernels instead of the CPU's own. The final numbers differ in their low bits; that
+    is expected, and the verdict names the environment that explains it."""
+    original_id = _run_id(run(["xp", "train", "digits", "seed=2", *FAST_DIGITS], repo).stdout)
+    other = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}
+    proc = run(["xp", "reproduce", original_id], repo, env=other, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("verdict:"))
+    assert line.startswith("verdict: differs (expected: "), line
+    assert "numerics_env " in line and "MKL_CBWR=COMPATIBLE" in line
+    assert "determinism bug" not in proc.stderr
+    original = mlflow.get_run(original_id)
+    (new,) = mlflow.search_runs(
+        [original.info.experiment_id],
+        f"tags.`xp.reproduces` = '{original_id}'",
+        output_format="list",
+    )
+    tags = new.data.tags
+    assert tags["xp.reproduce.verdict"] == "differs"
+    assert tags["xp.reproduce.cause"].startswith("expected: ")
+    assert line.startswith(f"verdict: differs ({tags['xp.reproduce.cause']})"), line
+    assert tags["xp.env.cpu_capability"] == "DEFAULT"
+    assert tags["xp.env.numerics_env"].count("=") >= 2  # both variables, as recorded
+    # same code, data and seeds: only the kernels moved the numbers, and only in the low bits
+    for key in ("xp.config_hash", "xp.git.commit", "xp.data.train.md5"):
+        assert tags[key] == original.data.tags[key]
+    rows = json.loads(mlflow.artifacts.load_text(
+        f"runs:/{new.info.run_id}/reproduce/comparison.json"))["rows"]  # fmt: skip
+    moved = {r["metric"]: r["diff"] for r in rows if r["verdict"] == "differs"}
+    assert moved and max(abs(d) for d in moved.values()) < 1e-3, moved
+
+
 def _recorded_run(tags: dict) -> str:
     client = mlflow.MlflowClient()
     exp = client.create_experiment("digits")

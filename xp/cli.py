@@ -307,22 +307,35 @@ def reproduce(
         help="Largest |difference| of a metric still 'within tolerance'.",
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds re-run at once (a repeat)."),
-    margin: float = typer.Option(
-        None, "--margin", help="A repeat: equivalence margin of the mean, in metric units."
+    margin: str = typer.Option(
+        None,
+        "--margin",
+        help="A repeat: equivalence margin of the mean, in metric units ('default': half the "
+        "original seeds' standard deviation).",
     ),
-    seeds: str = typer.Option(None, "--seeds", help="A repeat: fresh seeds (6,7,8) to re-run."),
+    seeds: str = typer.Option(
+        None, "--seeds", help="A repeat: fresh seeds (6,7,8) to re-run ('recorded': the same)."
+    ),
 ) -> None:
     """Re-run a recorded run from its record (commit, diff, data md5s, command) and compare."""
     from xp.reproduce import PASSING
     from xp.reproduce import reproduce as run_reproduce
 
+    if margin == "default":  # the MLproject entry point's spelling of "not given"
+        margin = None
+    if seeds == "recorded":
+        seeds = None
+    try:
+        margin_value = None if margin is None else float(margin)
+    except ValueError:
+        _fail(f"--margin {margin}: give a positive number, in metric units")
     try:
         progress = SeedProgress()
         try:
             with terminate_as_interrupt():
                 result = run_reproduce(
                     run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
-                    margin=margin, seeds=seeds,
+                    margin=margin_value, seeds=seeds,
                     on_start=lambda new: out.print(f"reproducing {run_id} as run {new}",
                                                    highlight=False),
                 )  # fmt: skip

@@ -112,11 +112,12 @@ def describe(torch: Any = None) -> dict[str, Any]:
     """What decides this process's numerics: CPU, kernels, profile, GPU, and the variables.
 
     Returns:
-        {"cpu", "cpu_capability" (what ATen dispatches to), "numerics", "gpu", "cuda", "cudnn",
-        "env" (every variable of NUMERICS_ENV that is set), "torch_config"
-        (`torch.__config__.show()`)}.
+        {"cpu", "cpu_capability" (what ATen dispatches to), "threads" (torch's intra-op
+        threads), "numerics", "gpu", "cuda", "cudnn", "env" (every variable of NUMERICS_ENV that
+        is set), "torch_config" (`torch.__config__.show()`)}.
     """
     info: dict[str, Any] = {"cpu": cpu_model(), "numerics": current(), "cpu_capability": None,
+                            "threads": None,
                             "gpu": None, "cuda": None, "cudnn": None,
                             "env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
                             "torch_config": None}  # fmt: skip
@@ -124,6 +125,7 @@ def describe(torch: Any = None) -> dict[str, Any]:
         return info
     try:
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        info["threads"] = torch.get_num_threads()  # intra-op threads: the order of reductions
         info["torch_config"] = torch.__config__.show()
         if torch.cuda.is_available():
             info["gpu"] = torch.cuda.get_device_name(0)
@@ -132,3 +134,8 @@ def describe(torch: Any = None) -> dict[str, Any]:
     except Exception:  # a broken driver must not stop the record; it says what it could read
         pass
     return info
+
+
+def env_summary(env: dict[str, str]) -> str:
+    """The numerics variables that are set, as one comparable tag value (`none` when none is)."""
+    return ",".join(f"{k}={env[k]}" for k in sorted(env)) or "none"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xp import numerics
 from xp.config import Config, config_hash, flatten, to_yaml
 from xp.data import split_paths
 
@@ -85,6 +86,8 @@ def tags_for(config: Config, prov: Provenance, deterministic: bool, command: str
     for key in ("python", "torch", "transformers", "mlflow", "device", "cpu", "cpu_capability",
                 "numerics"):  # fmt: skip
         tags[f"xp.env.{key}"] = str(prov.env.get(key) or "")
+    tags["xp.env.threads"] = str(prov.env.get("threads") or "")
+    tags["xp.env.numerics_env"] = numerics.env_summary(prov.env.get("env") or {})
     for key in ("gpu", "cuda", "cudnn"):  # only where there is a GPU
         if prov.env.get("gpu") and prov.env.get(key):
             tags[f"xp.env.{key}"] = str(prov.env[key])

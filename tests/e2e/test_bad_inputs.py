@@ -70,7 +70,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     # -- data
     ("missing data file", "train digits data.train=data/digits/no.npz", 2, "is missing", {}),
     ("unknown data format", "train digits data.format=parquet", 2, "data.format", {}),
-    ("a data file that is not npz", "train digits data.train=README.md", 2, "cannot be read", {}),
+    ("a data file that is not npz", "train digits data.train=dvc.yaml", 2, "cannot be read", {}),
     ("a truncated data file DVC tracks", "train digits", 2, "dvc checkout", {"truncate": True}),
     # -- the tracking store
     (
@@ -163,6 +163,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("reproduce with zero jobs", "reproduce {finished} --jobs 0", 2, "'--jobs'", {}),
     ("reproduce a run still running", "reproduce {killed}", 2, "finish it first", {}),
     ("a margin of zero", "reproduce {repeat} --margin 0", 2, "give a positive number", {}),
+    ("a margin that is not a number", "reproduce {repeat} --margin wide", 2, "--margin wide", {}),
     (
         "a margin for one training run",
         "reproduce {finished} --margin 0.01",

@@ -63,6 +63,13 @@ def test_mlflow_run_records_the_whole_training_run(repo):
     assert tags["xp.env.cpu"] == cpu_model()  # the hardware and kernels that made the numbers
     assert tags["xp.env.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert tags["xp.env.numerics"] == "native"
+    assert tags["xp.env.threads"] == "1"  # the digits config pins one thread
+    import os
+
+    from xp.numerics import NUMERICS_ENV, env_summary
+
+    assert tags["xp.env.numerics_env"] == env_summary(
+        {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ})  # fmt: skip
     assert "xp.env.gpu" not in tags and "xp.env.cudnn" not in tags  # no GPU here
 
     # data: every file read, with the md5 DVC recorded in dvc.lock, and clean
