@@ -140,6 +140,23 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     }
 
 
+def test_a_seed_on_a_warm_worker_gives_the_metrics_it_gives_alone(digits_groups, monkeypatch):
+    """The weak group ran seeds 1..3 on 2 warm workers: seed 3 came after another seed in the
+    same process. Run alone (`xp train`, its recorded command, a new process) it gives the same
+    final metrics, digit for digit: nothing leaked from one seed to the next."""
+    repo, env, ids = digits_groups["repo"], digits_groups["env"], digits_groups["ids"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    kids = {int(c.data.params["seed"]): c for c in _children(ids["weak"])}
+    alone_uri = f"sqlite:///{repo.parent / 'alone.db'}"
+    proc = run(shlex.split(kids[3].data.tags["xp.command"]), repo,
+               env={"MLFLOW_TRACKING_URI": alone_uri})  # fmt: skip
+    alone_id = proc.stdout.splitlines()[-1].split()[-1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", alone_uri)
+    alone = mlflow.get_run(alone_id).data.metrics
+    final = {k: v for k, v in kids[3].data.metrics.items() if k.startswith(("test/", "best/"))}
+    assert final and final == {k: alone[k] for k in final}
+
+
 def test_seed_overrides_are_refused(repo):
     proc = _repeat(repo, "seed=3", check=False)
     assert proc.returncode == 2 and "--seeds" in proc.stderr

@@ -143,6 +143,12 @@ def repeat(
     project: str = typer.Argument(..., help="A folder under projects/ holding config.yaml."),
     seeds: str = typer.Option("5", "--seeds", help="A count (5: seeds 1..5) or a list (1,2,7)."),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds trained at once."),
+    executor: str = typer.Option(
+        "warm",
+        "--executor",
+        help="warm: workers that import once and train seed after seed; "
+        "process: a new process per seed.",
+    ),
     baseline: str = typer.Option(None, "--baseline", help="A repeat run id, or a number."),
     metric: str = typer.Option(None, "--metric", help="Default: test/<eval.metric>."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49, help="Significance level."),
@@ -152,6 +158,7 @@ def repeat(
     try:
         overrides, options = split_extra_args(list(ctx.args))
         overrides += [f"{k}={v}" for k, v in options.items()]
+        _check_executor(executor, jobs)
         root = _repo_root()
         from xp.config import load_config
         from xp.executor import LocalExecutor
@@ -163,7 +170,8 @@ def repeat(
             with terminate_as_interrupt():
                 summary = run_repeat(
                     config, root, overrides=overrides, seeds_spec=seeds,
-                    executor=LocalExecutor(jobs, cwd=root), metric=metric, baseline=baseline,
+                    executor=LocalExecutor(jobs, cwd=root, kind=executor), metric=metric,
+                    baseline=baseline,
                     alpha=alpha, min_effect=min_effect, on_event=progress,
                     on_parent=progress.parent,
                 )  # fmt: skip
@@ -307,6 +315,9 @@ def reproduce(
         help="Largest |difference| of a metric still 'within tolerance'.",
     ),
     jobs: int = typer.Option(1, "--jobs", min=1, help="Seeds re-run at once (a repeat)."),
+    executor: str = typer.Option(
+        "warm", "--executor", help="warm (workers that train seed after seed) or process."
+    ),
     margin: str = typer.Option(
         None,
         "--margin",
@@ -330,12 +341,16 @@ def reproduce(
     except ValueError:
         _fail(f"--margin {margin}: give a positive number, in metric units")
     try:
+        _check_executor(executor, jobs)
+    except XpError as e:
+        _fail(str(e))
+    try:
         progress = SeedProgress()
         try:
             with terminate_as_interrupt():
                 result = run_reproduce(
                     run_id, _repo_root(), tolerance=tolerance, jobs=jobs, on_event=progress,
-                    margin=margin_value, seeds=seeds,
+                    margin=margin_value, seeds=seeds, executor=executor,
                     on_start=lambda new: out.print(f"reproducing {run_id} as run {new}",
                                                    highlight=False),
                 )  # fmt: skip
@@ -352,6 +367,19 @@ def reproduce(
     unexplained = (result.get("cause") or "").startswith("unexplained")
     if result["verdict"] not in PASSING or unexplained:
         raise typer.Exit(EXIT_FAILED_RUN)
+
+
+def _check_executor(executor: str, jobs: int) -> None:
+    """An executor that exists; more jobs than cores is allowed, with a warning."""
+    from xp.executor import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise XpError(f"--executor {executor}: use one of {', '.join(EXECUTORS)}")
+    cores = os.cpu_count() or 1
+    if jobs > cores:
+        err.print(f"[yellow]warning:[/] --jobs {jobs} is more than this machine's {cores} cores: "
+                  "the seeds share them, one thread each, and each runs slower",
+                  highlight=False)  # fmt: skip
 
 
 def _stopped(e: BaseException, what: str) -> None:

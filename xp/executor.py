@@ -1,23 +1,33 @@
-"""Where seeds run. `LocalExecutor` runs each seed as its own `xp train` process, N at a time.
+"""Where seeds run. `LocalExecutor` runs N seeds at a time here, on N warm workers (`xp.worker`:
+one process imports once and trains seed after seed) or, with `kind="process"`, each seed as its
+own `xp train` process.
 
 The interface is small on purpose (`run(jobs, on_event) -> exit codes`): a cluster executor
-(Slurm, Kubernetes) only has to start the same command somewhere and report when it ends.
+(Ray actors, Slurm, Kubernetes) only has to run the same worker loop, or the same command,
+somewhere and report when each seed ends.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
-from xp.supervise import PARENT_ENV
+from xp.supervise import FAULT_ENV, PARENT_ENV
+
+EXECUTORS = ("warm", "process")
+# read when a seed runs, not when its process starts: they do not need a worker of their own
+RUNTIME_ENV = ("MLFLOW_RUN_ID", FAULT_ENV)
 
 
 @dataclass
@@ -28,6 +38,7 @@ class SeedJob:
     args: list[str]  # after `xp train`
     env: dict[str, str] = field(default_factory=dict)
     log: Path | None = None  # where its output goes
+    numerics: str = "native"  # the profile its config asks for: fixed when a process starts
 
 
 # on_event(seed, kind, info): kind is "started", "progress" ({"step", "total"}), "line", "done"
@@ -40,18 +51,38 @@ class Executor(Protocol):
         ...
 
 
-class LocalExecutor:
-    """Seeds as separate processes here: a crash or a NaN in one never takes down the rest.
+def _seed_env(job: SeedJob) -> dict[str, str]:
+    """The environment a seed's process starts with: ours, the job's, and the numerics pinned."""
+    from xp import numerics
 
-    A seed writes its output to its own log file, never to a pipe of ours, so the parent dying
-    cannot break a seed's output; the parent tails the files for progress. Each seed watches
-    its parent (`XP_PARENT_PID`) and stops itself, checkpointed, if the parent dies by SIGKILL.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # not the parent's
+    env.update(job.env)
+    if job.numerics == "portable":  # before torch is imported in that process
+        env.update(numerics.PORTABLE_ENV)
+    env["XP_PROGRESS"] = "lines"
+    env[PARENT_ENV] = str(os.getpid())
+    return env
+
+
+class LocalExecutor:
+    """N seeds at a time on this machine: a crash or a NaN in one never takes down the rest.
+
+    `warm` (the default): N long-lived workers (`python -m xp.worker`) each import torch, MLflow
+    and transformers once and train seed after seed; a seed that kills its worker costs that
+    worker only, and the next seed gets a new one. `process`: every seed is a new `xp train`
+    process (~5 s of imports each). Either way a seed writes its output to its own log file,
+    never to a pipe of ours (the parent tails the files for progress), and every process watches
+    its parent (`XP_PARENT_PID`), stopping itself, checkpointed, if the parent dies by SIGKILL.
     """
 
-    def __init__(self, jobs: int = 1, cwd: Path | None = None):
+    def __init__(self, jobs: int = 1, cwd: Path | None = None, kind: str = "warm"):
+        if kind not in EXECUTORS:
+            raise ValueError(f"executor {kind!r}: use one of {', '.join(EXECUTORS)}")
         self.jobs = max(1, jobs)
         self.cwd = cwd
-        self._procs: dict[int, subprocess.Popen] = {}
+        self.kind = kind
+        self._running: dict[int, _Slot] = {}  # seed -> the process training it
+        self._idle: list[_Worker] = []
 
     def threads_per_job(self) -> int:
         """CPU threads each seed may use so that N seeds at once share the cores, not fight."""
@@ -62,48 +93,173 @@ class LocalExecutor:
         codes: dict[int, int] = {}
         tails: dict[int, _Tail] = {}
         try:
-            while pending or self._procs:
-                while pending and len(self._procs) < self.jobs:
+            while pending or self._running:
+                while pending and len(self._running) < self.jobs:
                     job = pending.pop(0)
                     _prepare_log(job)
                     tails[job.seed] = _Tail(job, on_event)  # from where this attempt writes
-                    self._procs[job.seed] = proc = self._start(job)
-                    on_event(job.seed, "started", {"pid": proc.pid})
-                for seed, proc in list(self._procs.items()):
+                    slot = self._start(job)
+                    self._running[job.seed] = slot
+                    on_event(job.seed, "started", {"pid": slot.pid})
+                for seed, slot in list(self._running.items()):
                     tails[seed].read()
-                    if proc.poll() is not None:
-                        tails[seed].read()
-                        codes[seed] = proc.returncode
-                        del self._procs[seed]
-                        on_event(seed, "done", {"code": proc.returncode})
-                time.sleep(0.1)
+                    code = slot.poll()
+                    if code is None:
+                        continue
+                    tails[seed].read()
+                    codes[seed] = code
+                    del self._running[seed]
+                    if isinstance(slot, _Worker) and slot.alive():
+                        self._idle.append(slot)
+                    on_event(seed, "done", {"code": code})
+                time.sleep(0.05)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM raised as `supervise.Terminated`
             self._stop_all()
             raise
+        finally:
+            self._close_idle()
         return codes
 
-    def _start(self, job: SeedJob) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}  # not the parent's
-        env.update(job.env)
-        env["XP_PROGRESS"] = "lines"
-        env[PARENT_ENV] = str(os.getpid())
-        with open(job.log, "a") as log:  # the child keeps its own descriptor
-            return subprocess.Popen(
-                [sys.executable, "-m", "xp.cli", "train", *job.args], cwd=self.cwd, env=env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
-            )  # fmt: skip
+    def _start(self, job: SeedJob) -> _Slot:
+        env = _seed_env(job)
+        if self.kind == "process":
+            return _Process(job, env, self.cwd)
+        start_env = {k: v for k, v in env.items() if k not in RUNTIME_ENV}
+        key = _Worker.key_of(start_env, self.cwd)
+        worker = next((w for w in self._idle if w.key == key and w.alive()), None)
+        if worker is None:
+            worker = _Worker(start_env, self.cwd, job.log.parent)
+        else:
+            self._idle.remove(worker)
+        while self._idle and len(self._idle) + len(self._running) + 1 > self.jobs:
+            self._idle.pop(0).close()  # an idle worker for other settings makes room
+        worker.assign(job, {k: v for k, v in env.items() if k in RUNTIME_ENV})
+        return worker
 
     def _stop_all(self) -> None:
         """Every seed saves its checkpoint and ends KILLED (resumable), then we return."""
-        for proc in self._procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self._procs.values():
+        for slot in self._running.values():
+            slot.interrupt()
+        for slot in self._running.values():
+            slot.wait(120)
+
+    def _close_idle(self) -> None:
+        for worker in self._idle:
+            worker.close()
+        self._idle.clear()
+
+
+class _Slot:
+    """A process training one seed: its pid, `poll()` -> exit code when the seed is done."""
+
+    proc: subprocess.Popen
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the seed checkpoints and ends KILLED."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class _Process(_Slot):
+    """One `xp train` process for one seed."""
+
+    def __init__(self, job: SeedJob, env: dict[str, str], cwd: Path | None):
+        with open(job.log, "a") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "xp.cli", "train", *job.args], cwd=cwd, env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
+            )  # fmt: skip
+        self.pid = self.proc.pid
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+
+class _Worker(_Slot):
+    """A warm `xp.worker` process: one seed at a time, as many seeds as it is given."""
+
+    @staticmethod
+    def key_of(env: dict[str, str], cwd: Path | None) -> tuple:
+        """Workers are shared by seeds whose process would start the same way."""
+        return tuple(sorted(env.items())), str(cwd)
+
+    def __init__(self, env: dict[str, str], cwd: Path | None, log_dir: Path):
+        self.key = self.key_of(env, cwd)
+        fd, errors = tempfile.mkstemp(prefix="xp-worker-", suffix=".log", dir=log_dir)
+        self.errors = Path(errors)  # what the worker says outside any seed (an import error)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xp.worker"], cwd=cwd, env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=fd, text=True, bufsize=1,
+            start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
+        )  # fmt: skip
+        os.close(fd)
+        self.pid = self.proc.pid
+        self.job: SeedJob | None = None
+        self._messages: queue.Queue[dict] = queue.Queue()
+        self._listener = threading.Thread(target=self._listen, args=(self.proc.stdout,),
+                                          daemon=True)  # fmt: skip
+        self._listener.start()
+
+    def _listen(self, stream: IO[str]) -> None:
+        for line in stream:
             try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                self._messages.put(json.loads(line))
+            except ValueError:
+                continue
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def assign(self, job: SeedJob, env: dict[str, str]) -> None:
+        """Send it a seed; `env` is set for this seed only (variables read when it runs)."""
+        self.job = job
+        message = {"seed": job.seed, "args": job.args, "log": str(job.log), "env": env}
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):  # died already: poll() reports its exit code
+            pass
+
+    def poll(self) -> int | None:
+        while True:
+            try:
+                message = self._messages.get_nowait()
+            except queue.Empty:
+                break
+            if self.job is not None and message.get("seed") == self.job.seed:
+                self.job = None
+                return int(message["code"])
+        code = self.proc.poll()
+        if code is None:
+            return None
+        self._listener.join(timeout=2)  # its last word may have come with its death
+        while not self._messages.empty():
+            message = self._messages.get()
+            if self.job is not None and message.get("seed") == self.job.seed:
+                self.job = None
+                return int(message["code"])
+        self.job = None
+        return code  # the seed took its worker down (a signal: negative, as for a process)
+
+    def close(self) -> None:
+        """No more seeds: the worker's loop ends when its stdin does."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        self.wait(10)
+        if self.errors.exists() and self.errors.stat().st_size == 0:
+            self.errors.unlink()
 
 
 def _prepare_log(job: SeedJob) -> None:

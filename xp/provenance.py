@@ -8,6 +8,7 @@ them so that ``import xp.provenance`` stays cheap.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -282,11 +283,17 @@ def pip_freeze() -> str:
     Returns:
         ``name==version`` lines sorted case-insensitively by name, newline-terminated. When a
         distribution is installed twice on ``sys.path`` the first (the one imported) wins.
+        Read once per process and `sys.path` (~1 s): a warm worker's seeds share it.
     """
+    return _pip_freeze(tuple(sys.path))
+
+
+@functools.cache
+def _pip_freeze(path: tuple[str, ...]) -> str:
     from importlib import metadata
 
     seen: dict[str, str] = {}
-    for dist in metadata.distributions(path=sys.path):
+    for dist in metadata.distributions(path=list(path)):
         name = dist.metadata["Name"]
         if not name:
             continue

@@ -98,7 +98,12 @@ def recorded_seed_runs(parent: Any) -> tuple[list[SeedRun], dict[str, Any]]:
 
 
 def plan_jobs(
-    runs: list[SeedRun], base_args: list[str], parent_id: str, threads: int, log_dir: Path
+    runs: list[SeedRun],
+    base_args: list[str],
+    parent_id: str,
+    threads: int,
+    log_dir: Path,
+    numerics: str = "native",
 ) -> list[SeedJob]:
     """Jobs for seeds still to train: killed ones resume, crashed or missing ones start anew."""
     jobs = []
@@ -108,7 +113,7 @@ def plan_jobs(
         args = [*base_args, f"seed={r.seed}", f"train.threads={threads}", "--group", parent_id]
         if r.outcome == "killed" and r.run_id:
             args += ["--resume", r.run_id]
-        jobs.append(SeedJob(r.seed, args, log=log_dir / f"seed-{r.seed}.log"))
+        jobs.append(SeedJob(r.seed, args, log=log_dir / f"seed-{r.seed}.log", numerics=numerics))
     return jobs
 
 
@@ -424,7 +429,7 @@ def repeat(
             runs, _ = collect(parent, seeds, metric)
         log_dir = track.scratch_dir(root, parent)
         jobs = plan_jobs(runs, [config.project, *overrides], parent,
-                         executor.threads_per_job(), log_dir)  # fmt: skip
+                         executor.threads_per_job(), log_dir, config.train.numerics)  # fmt: skip
         env = {"MLFLOW_EXPERIMENT_ID": track.get_run(parent).info.experiment_id}
         for job in jobs:
             job.env.update(env)

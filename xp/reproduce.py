@@ -168,6 +168,7 @@ def reproduce(
     on_start: Any = None,
     margin: float | None = None,
     seeds: str | None = None,
+    executor: str = "warm",
 ) -> dict[str, Any]:
     """Rebuild a training or repeat run's code and data, re-run it, and compare the outcomes.
 
@@ -182,6 +183,8 @@ def reproduce(
             None: half the original's seed-to-seed standard deviation.
         seeds: a repeat only: fresh seeds (`6,7,8` or a count after the recorded ones) to re-run
             instead of the recorded ones; then only the statistical verdict applies.
+        executor: `warm` (workers that train seed after seed) or `process` (a process per
+            seed); code recorded before warm workers existed always runs as processes.
 
     Returns:
         {"original", "reproduction" (new run id), "kind", "verdict", "tolerance", "rows",
@@ -260,10 +263,20 @@ def reproduce(
                 args += ["--group", group]
             env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
                    "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}  # fmt: skip
-            jobs_list.append(SeedJob(seed, args, env=env, log=work / f"seed-{seed}.log"))
+            jobs_list.append(
+                SeedJob(
+                    seed,
+                    args,
+                    env=env,
+                    log=work / f"seed-{seed}.log",
+                    numerics=child.data.params.get("train.numerics", "native"),
+                )
+            )
         if on_start:
             on_start(group or new_ids[jobs_list[0].seed])
-        LocalExecutor(jobs, cwd=code).run(jobs_list, on_event or (lambda *a: None))
+        if executor == "warm" and not (code / "xp" / "worker.py").exists():
+            executor = "process"  # code recorded before warm workers existed
+        LocalExecutor(jobs, cwd=code, kind=executor).run(jobs_list, on_event or (lambda *a: None))
         for new_id in new_ids.values():  # a seed that crashed before training: say so
             if track.get_run(new_id).info.status == "RUNNING":
                 _end_run(new_id, "FAILED")

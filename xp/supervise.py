@@ -25,6 +25,7 @@ from typing import Any
 
 PARENT_ENV = "XP_PARENT_PID"  # set by the executor on each seed it starts
 FAULT_ENV = "XP_FAULT_KILL"
+FAULT_SEEDS_ENV = "XP_FAULT_KILL_SEEDS"  # only these seeds (master seeds, comma-separated)
 PARENT_POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 8.0  # after the parent died: time to checkpoint before a hard exit
 
@@ -132,9 +133,21 @@ def watch_parent() -> None:
 
 
 # -- fault injection ------------------------------------------------------------------------------
+_current_seed: int | None = None
+
+
+def training_seed(seed: int | None) -> None:
+    """The master seed this process trains now (`XP_FAULT_KILL_SEEDS` picks seeds by it)."""
+    global _current_seed
+    _current_seed = seed
+
+
 def _planned_fault() -> tuple[str, int | None] | None:
     spec = os.environ.get(FAULT_ENV, "")
     if not spec:
+        return None
+    only = os.environ.get(FAULT_SEEDS_ENV, "")
+    if only and str(_current_seed) not in only.split(","):
         return None
     point, _, step = spec.partition("@")
     return point, int(step) if step else None
@@ -145,7 +158,8 @@ def fault_point(point: str, step: int | None = None) -> None:
 
     Points: `setup` (run created, nothing trained), `step@N` (after optimizer step N, its metrics
     buffered), `eval@N` (during the evaluation at step N), `checkpoint@N` (while the checkpoint
-    of step N is saved), `log_model` (while the final model is being logged).
+    of step N is saved), `log_model` (while the final model is being logged). With
+    `XP_FAULT_KILL_SEEDS=2,5`, only those seeds of a repeat are killed.
     """
     planned = _planned_fault()
     if planned is None or planned[0] != point:

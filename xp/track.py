@@ -181,6 +181,9 @@ class MlflowTracker:
 
             packages = ("torch", "numpy")
             kwargs.setdefault("code_paths", [str(Path(xp.__file__).parent)])  # DigitsCNN's code
+            # pickled with its code (code_paths), not MLflow 3's default of a torch.export
+            # program, which traces the model again on every run (~1.5 s of each seed's record)
+            kwargs.setdefault("serialization_format", "pickle")
         reqs = [f"{p}=={version(p).split('+')[0]}" for p in packages]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -208,6 +208,7 @@ def train(
     """
     # ---- setup: everything that can fail for a user reason fails before the store changes
     seeds = derive_seeds(config.seed.master, config.seed.model_dump(exclude={"master"}))
+    supervise.training_seed(config.seed.master)
     t = config.train
     if resume and not track:
         raise XpError("--resume needs tracking: the run to continue lives in the store")
@@ -418,6 +419,7 @@ def _fit(
                 break
     tracker.flush()  # metrics are in the store before the loop's time is taken
     fit_seconds = time.perf_counter() - started
+    tracker.set_tags({"xp.time.fit_seconds": f"{fit_seconds:.3f}"})  # this attempt's loop
     snapshot(last_dir)  # (after the flush: the record is never behind the checkpoint)
 
     if stop.signal is not None and outcome == "ok" and state["step"] < total:

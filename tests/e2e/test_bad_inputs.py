@@ -118,6 +118,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("zero seeds", "repeat digits --seeds 0", 2, "--seeds '0'", {}),
     ("seeds not numbers", "repeat digits --seeds x", 2, "--seeds 'x'", {}),
     ("a seed twice", "repeat digits --seeds 1,1", 2, "distinct", {}),
+    ("an unknown executor", "repeat digits --executor threads", 2, "--executor threads", {}),
     ("zero jobs", "repeat digits --jobs 0", 2, "'--jobs'", {}),
     ("alpha above 0.49", "repeat digits --alpha 2", 2, "'--alpha'", {}),
     ("min effect not a number", "repeat digits --min-effect abc", 2, "'--min-effect'", {}),
