@@ -29,3 +29,16 @@ def test_mlflow_run_extras_become_overrides():
     assert options == {"optim.lr": "3e-4", "train.epochs": "2", "resume": "abc"}
     with pytest.raises(XpError, match="needs a value"):
         split_extra_args(["--optim.lr"])
+
+
+def test_more_jobs_than_cores_warns_and_an_unknown_executor_is_refused(capsys):
+    import os
+
+    from xp.cli import _check_executor
+
+    _check_executor("warm", os.cpu_count() or 1)
+    assert "warning" not in capsys.readouterr().err
+    _check_executor("process", (os.cpu_count() or 1) + 1)  # allowed: it warns and runs
+    assert "more than this machine's" in capsys.readouterr().err
+    with pytest.raises(XpError, match="--executor threads: use one of warm, process"):
+        _check_executor("threads", 1)

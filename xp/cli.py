@@ -149,6 +149,12 @@ def repeat(
         help="warm: workers that import once and train seed after seed; "
         "process: a new process per seed.",
     ),
+    gpus_per_seed: float = typer.Option(
+        None,
+        "--gpus-per-seed",
+        help="A share of one GPU (0.25: four seeds per GPU) or whole GPUs (2) per seed. "
+        "Default: the --jobs seeds take the GPUs in turn.",
+    ),
     baseline: str = typer.Option(None, "--baseline", help="A repeat run id, or a number."),
     metric: str = typer.Option(None, "--metric", help="Default: test/<eval.metric>."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49, help="Significance level."),
@@ -165,13 +171,13 @@ def repeat(
         from xp.repeat import repeat as run_repeat
 
         config = load_config(project, overrides, root / "projects")
+        seed_executor = LocalExecutor(jobs, cwd=root, kind=executor, gpus_per_seed=gpus_per_seed)
         progress = SeedProgress()
         try:
             with terminate_as_interrupt():
                 summary = run_repeat(
                     config, root, overrides=overrides, seeds_spec=seeds,
-                    executor=LocalExecutor(jobs, cwd=root, kind=executor), metric=metric,
-                    baseline=baseline,
+                    executor=seed_executor, metric=metric, baseline=baseline,
                     alpha=alpha, min_effect=min_effect, on_event=progress,
                     on_parent=progress.parent,
                 )  # fmt: skip

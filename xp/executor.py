@@ -10,8 +10,10 @@ somewhere and report when each seed ends.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,13 +23,70 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
+from xp import XpError
 from xp.supervise import FAULT_ENV, PARENT_ENV
 
 EXECUTORS = ("warm", "process")
 # read when a seed runs, not when its process starts: they do not need a worker of their own
 RUNTIME_ENV = ("MLFLOW_RUN_ID", FAULT_ENV)
+
+
+class ExecutorError(XpError):
+    """Seeds cannot be placed as asked (GPUs that are not there, a share that does not divide)."""
+
+
+def gpu_count() -> int:
+    """CUDA GPUs torch can see here (without importing torch where no NVIDIA driver is)."""
+    if not (os.path.exists("/proc/driver/nvidia") or shutil.which("nvidia-smi")):
+        return 0
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_slots(gpus_per_seed: float | None, gpu_count: int, jobs: int) -> list[str] | None:
+    """`CUDA_VISIBLE_DEVICES` of each of the `jobs` processes that train at once (None: no GPU).
+
+    `gpus_per_seed` <= 1 puts `floor(1 / share)` seeds on each GPU (0.25: four per GPU); an
+    integer above 1 gives each seed that many GPUs of its own. Without it, `jobs` processes take
+    the GPUs in turn (more jobs than GPUs: they share). Slots are spread over the GPUs first.
+
+    Raises:
+        ExecutorError: a share with no GPU, a share that is not positive, or above 1 and not a
+            whole number, or more jobs than the GPUs hold at that share.
+    """
+    if gpus_per_seed is not None:
+        if not (math.isfinite(gpus_per_seed) and gpus_per_seed > 0):
+            raise ExecutorError(f"--gpus-per-seed {gpus_per_seed:g}: give a positive share")
+        if gpus_per_seed > 1 and not float(gpus_per_seed).is_integer():
+            raise ExecutorError(
+                f"--gpus-per-seed {gpus_per_seed:g}: above 1 a seed takes whole GPUs; give an "
+                f"integer ({math.floor(gpus_per_seed)} or {math.ceil(gpus_per_seed)}) or a share "
+                "of one GPU (0.5, 0.25)"
+            )
+        if gpu_count == 0:
+            raise ExecutorError(
+                f"--gpus-per-seed {gpus_per_seed:g}: this machine has no GPU (CUDA) that torch "
+                "can see; drop the option to train on the CPU"
+            )
+    if gpu_count == 0:
+        return None
+    if gpus_per_seed is not None and gpus_per_seed > 1:
+        width = int(gpus_per_seed)
+        capacity = gpu_count // width
+        slots = [",".join(str(i * width + j) for j in range(width)) for i in range(capacity)]
+    else:
+        per_gpu = math.floor(1 / gpus_per_seed + 1e-9) if gpus_per_seed else math.ceil(
+            jobs / gpu_count)  # fmt: skip
+        slots = [str(g) for _ in range(per_gpu) for g in range(gpu_count)]
+    if jobs > len(slots):
+        raise ExecutorError(
+            f"--jobs {jobs} with --gpus-per-seed {gpus_per_seed:g}: {gpu_count} GPU(s) hold "
+            f"{len(slots)} seed(s) at a time; lower --jobs or the share"
+        )
+    return slots[:jobs]
 
 
 @dataclass
@@ -75,12 +134,22 @@ class LocalExecutor:
     its parent (`XP_PARENT_PID`), stopping itself, checkpointed, if the parent dies by SIGKILL.
     """
 
-    def __init__(self, jobs: int = 1, cwd: Path | None = None, kind: str = "warm"):
+    def __init__(self, jobs: int = 1, cwd: Path | None = None, kind: str = "warm",
+                 gpus_per_seed: float | None = None):  # fmt: skip
+        """`gpus_per_seed`: a share of a GPU (0.25) or whole GPUs (2) per seed; checked here.
+        Without it, where there are GPUs, the `jobs` processes take them in turn.
+
+        Raises:
+            ExecutorError: see `gpu_slots`.
+        """
         if kind not in EXECUTORS:
             raise ValueError(f"executor {kind!r}: use one of {', '.join(EXECUTORS)}")
         self.jobs = max(1, jobs)
         self.cwd = cwd
         self.kind = kind
+        self._free_gpus: list[str] | None = None  # decided when the first seed starts
+        if gpus_per_seed is not None:
+            self._free_gpus = gpu_slots(gpus_per_seed, gpu_count(), self.jobs)
         self._running: dict[int, _Slot] = {}  # seed -> the process training it
         self._idle: list[_Worker] = []
 
@@ -92,6 +161,8 @@ class LocalExecutor:
         pending = list(jobs)
         codes: dict[int, int] = {}
         tails: dict[int, _Tail] = {}
+        if self._free_gpus is None:
+            self._free_gpus = gpu_slots(None, gpu_count(), self.jobs) or []
         try:
             while pending or self._running:
                 while pending and len(self._running) < self.jobs:
@@ -111,6 +182,8 @@ class LocalExecutor:
                     del self._running[seed]
                     if isinstance(slot, _Worker) and slot.alive():
                         self._idle.append(slot)
+                    else:
+                        self._release(slot)
                     on_event(seed, "done", {"code": code})
                 time.sleep(0.05)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM raised as `supervise.Terminated`
@@ -123,18 +196,36 @@ class LocalExecutor:
     def _start(self, job: SeedJob) -> _Slot:
         env = _seed_env(job)
         if self.kind == "process":
-            return _Process(job, env, self.cwd)
+            return self._placed(_Process, job, env, self.cwd)
         start_env = {k: v for k, v in env.items() if k not in RUNTIME_ENV}
         key = _Worker.key_of(start_env, self.cwd)
         worker = next((w for w in self._idle if w.key == key and w.alive()), None)
-        if worker is None:
-            worker = _Worker(start_env, self.cwd, job.log.parent)
-        else:
+        if worker is not None:
             self._idle.remove(worker)
         while self._idle and len(self._idle) + len(self._running) + 1 > self.jobs:
-            self._idle.pop(0).close()  # an idle worker for other settings makes room
+            self._release(self._idle.pop(0))  # an idle worker for other settings makes room
+        if worker is None:
+            worker = self._placed(_Worker, start_env, self.cwd, job.log.parent)
+            worker.key = key  # its GPU is where it runs, not what it is
         worker.assign(job, {k: v for k, v in env.items() if k in RUNTIME_ENV})
         return worker
+
+    def _placed(self, cls: type, *args: Any) -> Any:
+        """A new process on a free GPU slot, if seeds have GPUs."""
+        env = next(a for a in args if isinstance(a, dict))
+        gpu = self._free_gpus.pop(0) if self._free_gpus else None
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        slot = cls(*args)
+        slot.gpu = gpu
+        return slot
+
+    def _release(self, slot: _Slot) -> None:
+        if isinstance(slot, _Worker):
+            slot.close()
+        if slot.gpu is not None:
+            self._free_gpus.append(slot.gpu)
+            slot.gpu = None
 
     def _stop_all(self) -> None:
         """Every seed saves its checkpoint and ends KILLED (resumable), then we return."""
@@ -145,7 +236,7 @@ class LocalExecutor:
 
     def _close_idle(self) -> None:
         for worker in self._idle:
-            worker.close()
+            self._release(worker)
         self._idle.clear()
 
 
@@ -154,6 +245,7 @@ class _Slot:
 
     proc: subprocess.Popen
     pid: int
+    gpu: str | None = None  # its CUDA_VISIBLE_DEVICES
 
     def poll(self) -> int | None: ...
 

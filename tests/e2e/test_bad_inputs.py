@@ -119,6 +119,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("seeds not numbers", "repeat digits --seeds x", 2, "--seeds 'x'", {}),
     ("a seed twice", "repeat digits --seeds 1,1", 2, "distinct", {}),
     ("an unknown executor", "repeat digits --executor threads", 2, "--executor threads", {}),
+    ("a GPU share above 1 not whole", "repeat digits --gpus-per-seed 1.5", 2, "whole GPUs", {}),
     ("zero jobs", "repeat digits --jobs 0", 2, "'--jobs'", {}),
     ("alpha above 0.49", "repeat digits --alpha 2", 2, "'--alpha'", {}),
     ("min effect not a number", "repeat digits --min-effect abc", 2, "'--min-effect'", {}),
@@ -181,6 +182,8 @@ CASES: list[tuple[str, str, int, str, dict]] = [
         {},
     ),
 ]
+if not torch.cuda.is_available():  # (on a GPU machine the share is placed, not refused)
+    CASES.append(("a GPU share with no GPU", "repeat digits --gpus-per-seed 0.25", 2, "no GPU", {}))
 
 assert len({c[0] for c in CASES}) == len(CASES), "case names are keys"
 WORKERS = 2  # cases run two at a time (each is a process); the store is compared around them
