@@ -5,9 +5,9 @@ A new process per seed pays ~5 s of imports before it trains (more than a digits
 a worker pays it once. Each seed still runs the `xp train` command line, in this process: its own
 MLflow run, its own checkpoints, its own run lock, its output in its own log file (file
 descriptors 1 and 2 are pointed at it, so C libraries' output goes there too). Between seeds the
-worker puts back what a seed may change: environment variables, working directory, torch's thread
-count and deterministic flags, an MLflow run left active. RNGs need no reset: the trainer seeds
-every generator it uses from the run's seeds before it draws.
+worker puts back what a seed may change: environment variables, working directory, `sys.path`,
+torch's thread count and deterministic flags, an MLflow run left active. RNGs need no reset: the
+trainer seeds every generator it uses from the run's seeds before it draws.
 
 What stays per process is fixed when the worker starts: the numerics profile (kernels are chosen
 when torch is imported) and the environment of the jobs it takes (`Executor` starts a worker per
@@ -64,6 +64,7 @@ class _Baseline:
 
         self.env = dict(os.environ)
         self.cwd = os.getcwd()
+        self.path = list(sys.path)  # MLflow's model loading adds a model's code paths to it
         self.threads = torch.get_num_threads()
         self.deterministic = torch.are_deterministic_algorithms_enabled()
         self.cudnn = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
@@ -77,6 +78,7 @@ class _Baseline:
         os.environ.clear()
         os.environ.update(self.env)
         os.chdir(self.cwd)
+        sys.path[:] = self.path
         torch.set_num_threads(self.threads)
         torch.use_deterministic_algorithms(self.deterministic)
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = self.cudnn
