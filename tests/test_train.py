@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from tests.conftest import FAST_DIGITS, merged
 from xp.config import load_config
 from xp.models import new_cnn
-from xp.train import lowest_trainable, param_groups, total_steps, train
+from xp.recipe import lowest_trainable, param_groups, total_steps
+from xp.train import train
 
 
 def cfg(repo: Path, *overrides: str, project: str = "digits"):

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from xp import XpError
 from xp.supervise import FAULT_ENV, PARENT_ENV
@@ -196,7 +196,10 @@ class LocalExecutor:
     def _start(self, job: SeedJob) -> _Slot:
         env = _seed_env(job)
         if self.kind == "process":
-            return self._placed(_Process, job, env, self.cwd)
+            gpu = self._take_gpu(env)
+            process = _Process(job, env, self.cwd)
+            process.gpu = gpu
+            return process
         start_env = {k: v for k, v in env.items() if k not in RUNTIME_ENV}
         key = _Worker.key_of(start_env, self.cwd)
         worker = next((w for w in self._idle if w.key == key and w.alive()), None)
@@ -205,20 +208,18 @@ class LocalExecutor:
         while self._idle and len(self._idle) + len(self._running) + 1 > self.jobs:
             self._release(self._idle.pop(0))  # an idle worker for other settings makes room
         if worker is None:
-            worker = self._placed(_Worker, start_env, self.cwd, job.log.parent)
-            worker.key = key  # its GPU is where it runs, not what it is
+            gpu = self._take_gpu(start_env)  # where it runs, not part of its key
+            worker = _Worker(key, start_env, self.cwd, job.log.parent)
+            worker.gpu = gpu
         worker.assign(job, {k: v for k, v in env.items() if k in RUNTIME_ENV})
         return worker
 
-    def _placed(self, cls: type, *args: Any) -> Any:
-        """A new process on a free GPU slot, if seeds have GPUs."""
-        env = next(a for a in args if isinstance(a, dict))
+    def _take_gpu(self, env: dict[str, str]) -> str | None:
+        """A free GPU slot for a new process (its `CUDA_VISIBLE_DEVICES`), if seeds have GPUs."""
         gpu = self._free_gpus.pop(0) if self._free_gpus else None
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        slot = cls(*args)
-        slot.gpu = gpu
-        return slot
+        return gpu
 
     def _release(self, slot: _Slot) -> None:
         if isinstance(slot, _Worker):
@@ -285,8 +286,8 @@ class _Worker(_Slot):
         """Workers are shared by seeds whose process would start the same way."""
         return tuple(sorted(env.items())), str(cwd)
 
-    def __init__(self, env: dict[str, str], cwd: Path | None, log_dir: Path):
-        self.key = self.key_of(env, cwd)
+    def __init__(self, key: tuple, env: dict[str, str], cwd: Path | None, log_dir: Path):
+        self.key = key
         fd, errors = tempfile.mkstemp(prefix="xp-worker-", suffix=".log", dir=log_dir)
         self.errors = Path(errors)  # what the worker says outside any seed (an import error)
         self.proc = subprocess.Popen(
@@ -322,26 +323,26 @@ class _Worker(_Slot):
         except (BrokenPipeError, OSError):  # died already: poll() reports its exit code
             pass
 
-    def poll(self) -> int | None:
-        while True:
-            try:
-                message = self._messages.get_nowait()
-            except queue.Empty:
-                break
+    def _reported(self) -> int | None:
+        """The exit code the worker reported for its seed, if it has."""
+        while not self._messages.empty():
+            message = self._messages.get_nowait()
             if self.job is not None and message.get("seed") == self.job.seed:
                 self.job = None
                 return int(message["code"])
-        code = self.proc.poll()
-        if code is None:
+        return None
+
+    def poll(self) -> int | None:
+        code = self._reported()
+        if code is not None:
+            return code
+        died = self.proc.poll()
+        if died is None:
             return None
         self._listener.join(timeout=2)  # its last word may have come with its death
-        while not self._messages.empty():
-            message = self._messages.get()
-            if self.job is not None and message.get("seed") == self.job.seed:
-                self.job = None
-                return int(message["code"])
+        code = self._reported()
         self.job = None
-        return code  # the seed took its worker down (a signal: negative, as for a process)
+        return died if code is None else code  # died with its seed: a signal is negative
 
     def close(self) -> None:
         """No more seeds: the worker's loop ends when its stdin does."""
