@@ -556,6 +556,12 @@ def main(argv: list[str] | None = None) -> int:
         "MLflow's background writer)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps: a ~1 minute smoke run")
+    parser.add_argument(
+        "--writer",
+        choices=("process", "thread"),
+        default="process",
+        help="the metric writer of the xp arms: process (an `xp train`) or thread (a warm worker)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument(
         "--keep",
@@ -577,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import torch
 
+    from xp.metric_writer import use_writer
     from xp.seed import set_deterministic
+
+    use_writer(args.writer)
 
     torch.set_num_threads(args.threads)
     # xp's configs ask for deterministic kernels and xp sets that process-wide; set it up front so
@@ -606,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "tracking_overhead",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "default",
+        "writer": args.writer,
         "repeats": repeats,
         "promise": {
             "statement": "with a metric logged every step, tracking costs at most 5% wall time "

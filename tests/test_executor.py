@@ -1,9 +1,13 @@
-"""Where seeds run: GPU slots (the placement itself is tested end to end in test_repeat and
-tests/e2e/test_crash_safety.py)."""
+"""Where seeds run: GPU slots, workers started ahead (seeds themselves are tested end to end in
+test_repeat and tests/e2e/test_crash_safety.py)."""
+
+import os
+import signal
 
 import pytest
 
-from xp.executor import ExecutorError, gpu_slots
+from tests.conftest import MAIN
+from xp.executor import ExecutorError, LocalExecutor, SeedJob, gpu_slots
 
 
 def test_no_gpu_no_slots_and_jobs_take_gpus_in_turn():
@@ -36,3 +40,53 @@ def test_a_placement_that_cannot_be_is_one_clear_error(share, gpus, jobs, says):
     with pytest.raises(ExecutorError, match=None) as e:
         gpu_slots(share, gpus, jobs)
     assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def _started(pids):
+    return lambda seed, kind, info: pids.append(info["pid"]) if kind == "started" else None
+
+
+def test_workers_are_forked_by_the_server_warm_up_started(tmp_path):
+    """`warm_up` starts the fork server while the repeat sets up; `run` forks the workers from
+    it: every worker is that server's child (it reaped each), 2 workers for 3 seeds."""
+    executor = LocalExecutor(2, cwd=MAIN)
+    executor.warm_up(3, "native")
+    (server,) = executor._servers.values()
+    started: list[int] = []
+    jobs = [SeedJob(s, ["--help"], log=tmp_path / f"seed-{s}.log") for s in (1, 2, 3)]
+    with executor:
+        codes = executor.run(jobs, _started(started))
+    assert codes == {1: 0, 2: 0, 3: 0}
+    assert len(set(started)) == 2 and len(started) == 3 and server.proc.pid not in started
+    assert {pid: server.exits[pid] for pid in started} == dict.fromkeys(started, 0)  # its children
+    assert server.proc.returncode == 0 and not executor._servers
+    assert "Usage: xp train" in (tmp_path / "seed-3.log").read_text()
+
+
+def test_a_worker_killed_with_its_seed_costs_that_seed_and_the_next_gets_a_new_one(tmp_path):
+    executor = LocalExecutor(1, cwd=MAIN)
+    started: list[int] = []
+    jobs = [SeedJob(s, ["--help"], log=tmp_path / f"seed-{s}.log") for s in (1, 2)]
+    codes = {}
+
+    def on_event(seed, kind, info):
+        if kind == "started":
+            started.append(info["pid"])
+            if seed == 1:
+                os.kill(info["pid"], signal.SIGKILL)
+
+    with executor:
+        codes = executor.run(jobs, on_event)
+    assert codes[1] == -signal.SIGKILL and codes[2] == 0
+    assert len(set(started)) == 2
+
+
+def test_a_worker_that_cannot_start_fails_its_seed_and_says_why_in_its_log(tmp_path):
+    broken = tmp_path / "broken" / "sklearn"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('a broken install')\n")
+    job = SeedJob(1, ["--help"], env={"PYTHONPATH": str(broken.parent)}, log=tmp_path / "s.log")
+    with LocalExecutor(1, cwd=MAIN) as executor:
+        codes = executor.run([job], lambda *a: None)
+    assert codes == {1: 1}
+    assert "ImportError: a broken install" in job.log.read_text()

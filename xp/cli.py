@@ -7,13 +7,12 @@ never a traceback. torch and mlflow are imported only by the verbs that need the
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import typer
 
 from xp import XpError
-from xp.supervise import terminate_as_interrupt
+from xp.supervise import leave, terminate_as_interrupt
 from xp.terminal import (
     SeedProgress,
     TrainProgress,
@@ -174,7 +173,7 @@ def repeat(
         seed_executor = LocalExecutor(jobs, cwd=root, kind=executor, gpus_per_seed=gpus_per_seed)
         progress = SeedProgress()
         try:
-            with terminate_as_interrupt():
+            with terminate_as_interrupt(), seed_executor:
                 summary = run_repeat(
                     config, root, overrides=overrides, seeds_spec=seeds,
                     executor=seed_executor, metric=metric, baseline=baseline,
@@ -466,5 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def entry() -> None:
+    """The `xp` command: `main`, then an exit without the interpreter's slow teardown."""
+    try:
+        code: object = main()
+    except SystemExit as e:
+        code = e.code
+    leave(code)
+
+
 if __name__ == "__main__":  # `python -m xp.cli`, as MLproject runs it
-    sys.exit(main())
+    entry()

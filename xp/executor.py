@@ -1,6 +1,6 @@
 """Where seeds run. `LocalExecutor` runs N seeds at a time here, on N warm workers (`xp.worker`:
-one process imports once and trains seed after seed) or, with `kind="process"`, each seed as its
-own `xp train` process.
+forked from a server that imported everything once; each trains seed after seed) or, with
+`kind="process"`, each seed as its own `xp train` process.
 
 The interface is small on purpose (`run(jobs, on_event) -> exit codes`): a cluster executor
 (Ray actors, Slurm, Kubernetes) only has to run the same worker loop, or the same command,
@@ -15,6 +15,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,14 +24,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from xp import XpError
-from xp.supervise import FAULT_ENV, PARENT_ENV
+from xp.supervise import FAULT_ENV, PARENT_ENV, STOP_GRACE_SECONDS
 
 EXECUTORS = ("warm", "process")
 # read when a seed runs, not when its process starts: they do not need a worker of their own
-RUNTIME_ENV = ("MLFLOW_RUN_ID", FAULT_ENV)
+# (so workers can start before the store is opened and the parent run exists)
+RUNTIME_ENV = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", FAULT_ENV)
 
 
 class ExecutorError(XpError):
@@ -105,9 +107,23 @@ OnEvent = Callable[[int, str, dict], None]
 
 
 class Executor(Protocol):
+    def warm_up(self, seeds: int, numerics: str) -> None:
+        """Get ready for `seeds` seeds of a numerics profile while the caller does its own setup
+        (start workers); `run` uses what is ready. Optional work: doing nothing is correct."""
+        ...
+
     def run(self, jobs: list[SeedJob], on_event: OnEvent) -> dict[int, int]:
         """Run every job; returns seed -> exit code."""
         ...
+
+    def close(self) -> None:
+        """Let go of whatever `warm_up` started and `run` did not use."""
+        ...
+
+
+def _start_env(env: dict[str, str]) -> dict[str, str]:
+    """What a worker for a seed with environment `env` is started with: all but RUNTIME_ENV."""
+    return {k: v for k, v in env.items() if k not in RUNTIME_ENV}
 
 
 def _seed_env(job: SeedJob) -> dict[str, str]:
@@ -126,12 +142,13 @@ def _seed_env(job: SeedJob) -> dict[str, str]:
 class LocalExecutor:
     """N seeds at a time on this machine: a crash or a NaN in one never takes down the rest.
 
-    `warm` (the default): N long-lived workers (`python -m xp.worker`) each import torch, MLflow
-    and transformers once and train seed after seed; a seed that kills its worker costs that
-    worker only, and the next seed gets a new one. `process`: every seed is a new `xp train`
-    process (~5 s of imports each). Either way a seed writes its output to its own log file,
-    never to a pipe of ours (the parent tails the files for progress), and every process watches
-    its parent (`XP_PARENT_PID`), stopping itself, checkpointed, if the parent dies by SIGKILL.
+    `warm` (the default): N long-lived workers, forked from a server (`python -m xp.worker`) that
+    imported torch, MLflow and the rest once, train seed after seed; a seed that kills its worker
+    costs that worker only, and the next seed gets a new fork. `process`: every seed is a new
+    `xp train` process (~7 s of CPU before it trains). Either way a seed writes its output to its
+    own log file, never to a pipe of ours (the parent tails the files for progress), and every
+    process watches its parent (`XP_PARENT_PID`), stopping itself, checkpointed, if the parent
+    dies by SIGKILL.
     """
 
     def __init__(self, jobs: int = 1, cwd: Path | None = None, kind: str = "warm",
@@ -152,17 +169,46 @@ class LocalExecutor:
             self._free_gpus = gpu_slots(gpus_per_seed, gpu_count(), self.jobs)
         self._running: dict[int, _Slot] = {}  # seed -> the process training it
         self._idle: list[_Worker] = []
+        self._closing: list[_Worker] = []  # told that no seed is left, exiting
+        self._servers: dict[tuple, _ForkServer] = {}  # start settings -> what forks workers
 
     def threads_per_job(self) -> int:
         """CPU threads each seed may use so that N seeds at once share the cores, not fight."""
         return max(1, (os.cpu_count() or 1) // self.jobs)
 
+    def warm_up(self, seeds: int, numerics: str = "native") -> None:
+        """Start what forks the workers now: its imports and warm-up (~7 s of CPU) overlap what
+        the caller does before `run` (opening the store, recording provenance)."""
+        if self.kind != "warm" or seeds < 1:
+            return
+        self._server(_start_env(_seed_env(SeedJob(0, [], numerics=numerics))), None)
+
+    def _server(self, start_env: dict[str, str], log_dir: Path | None) -> _ForkServer:
+        key = _Worker.key_of(start_env, self.cwd)
+        server = self._servers.get(key)
+        if server is None or not server.alive():
+            server = self._servers[key] = _ForkServer(start_env, self.cwd, log_dir)
+        return server
+
+    def close(self) -> None:
+        """Stop idle workers (those `warm_up` started for seeds that never came)."""
+        self._close_idle()
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _place_gpus(self) -> None:
+        if self._free_gpus is None:
+            self._free_gpus = gpu_slots(None, gpu_count(), self.jobs) or []
+
     def run(self, jobs: list[SeedJob], on_event: OnEvent) -> dict[int, int]:
         pending = list(jobs)
         codes: dict[int, int] = {}
         tails: dict[int, _Tail] = {}
-        if self._free_gpus is None:
-            self._free_gpus = gpu_slots(None, gpu_count(), self.jobs) or []
+        self._place_gpus()
         try:
             while pending or self._running:
                 while pending and len(self._running) < self.jobs:
@@ -180,9 +226,9 @@ class LocalExecutor:
                     tails[seed].read()
                     codes[seed] = code
                     del self._running[seed]
-                    if isinstance(slot, _Worker) and slot.alive():
+                    if isinstance(slot, _Worker) and slot.alive() and pending:
                         self._idle.append(slot)
-                    else:
+                    else:  # no seed left for it: it exits while the others finish theirs
                         self._release(slot)
                     on_event(seed, "done", {"code": code})
                 time.sleep(0.05)
@@ -200,7 +246,7 @@ class LocalExecutor:
             process = _Process(job, env, self.cwd)
             process.gpu = gpu
             return process
-        start_env = {k: v for k, v in env.items() if k not in RUNTIME_ENV}
+        start_env = _start_env(env)
         key = _Worker.key_of(start_env, self.cwd)
         worker = next((w for w in self._idle if w.key == key and w.alive()), None)
         if worker is not None:
@@ -208,10 +254,16 @@ class LocalExecutor:
         while self._idle and len(self._idle) + len(self._running) + 1 > self.jobs:
             self._release(self._idle.pop(0))  # an idle worker for other settings makes room
         if worker is None:
-            gpu = self._take_gpu(start_env)  # where it runs, not part of its key
-            worker = _Worker(key, start_env, self.cwd, job.log.parent)
-            worker.gpu = gpu
+            worker = self._new_worker(start_env, job.log.parent)
         worker.assign(job, {k: v for k, v in env.items() if k in RUNTIME_ENV})
+        return worker
+
+    def _new_worker(self, start_env: dict[str, str], log_dir: Path | None) -> _Worker:
+        env: dict[str, str] = {}
+        gpu = self._take_gpu(env)  # where it runs (set in the fork), not part of its key
+        server = self._server(start_env, log_dir)
+        worker = _Worker(_Worker.key_of(start_env, self.cwd), server, env)
+        worker.gpu = gpu
         return worker
 
     def _take_gpu(self, env: dict[str, str]) -> str | None:
@@ -224,6 +276,7 @@ class LocalExecutor:
     def _release(self, slot: _Slot) -> None:
         if isinstance(slot, _Worker):
             slot.close()
+            self._closing.append(slot)
         if slot.gpu is not None:
             self._free_gpus.append(slot.gpu)
             slot.gpu = None
@@ -236,9 +289,18 @@ class LocalExecutor:
             slot.wait(120)
 
     def _close_idle(self) -> None:
+        """Every worker told to exit, then waited for: they exit at the same time."""
         for worker in self._idle:
             self._release(worker)
         self._idle.clear()
+        for worker in self._closing:
+            worker.reap()
+        self._closing.clear()
+        for server in self._servers.values():
+            server.close()
+        for server in self._servers.values():
+            server.wait(10 + STOP_GRACE_SECONDS)
+        self._servers.clear()
 
 
 class _Slot:
@@ -278,49 +340,129 @@ class _Process(_Slot):
         return self.proc.poll()
 
 
+class _ForkServer:
+    """A `python -m xp.worker` process that imports and warms up once, then forks a worker per
+    request (`xp.worker.fork_server`): a second worker costs milliseconds, not ~7 s of CPU."""
+
+    def __init__(self, env: dict[str, str], cwd: Path | None, log_dir: Path | None):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        fd, errors = tempfile.mkstemp(prefix="xp-worker-", suffix=".log", dir=log_dir)
+        # what the server and its workers say outside any seed (an import error): copied into
+        # the log of a seed whose worker died before reporting it
+        self.errors = Path(errors)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xp.worker", str(theirs.fileno())], cwd=cwd, env=env,
+            stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, pass_fds=(theirs.fileno(),),
+            start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
+        )  # fmt: skip
+        os.close(fd)
+        theirs.close()
+        self.sock = ours
+        self.exits: dict[int, int] = {}  # worker pid -> exit code, as the server reaped it
+        self._forked: queue.Queue[int | None] = queue.Queue()
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:  # the server ended: no fork will be answered
+                self._forked.put(None)
+                return
+            message = json.loads(data)
+            if "forked" in message:
+                self._forked.put(message["forked"])
+            elif "exit" in message:
+                self.exits[message["exit"]] = message["code"]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def fork(self, env: dict[str, str]) -> tuple[int, socket.socket] | None:
+        """A new worker with `env` added (its GPU): its pid and our end of its channel. Waits
+        for the server's warm-up if it is not done. None if the server could not start."""
+        ours, theirs = socket.socketpair()
+        try:
+            socket.send_fds(self.sock, [json.dumps({"env": env}).encode()], [theirs.fileno()])
+            pid = self._forked.get()
+        except OSError:
+            pid = None
+        finally:
+            theirs.close()
+        if pid is None:
+            ours.close()
+            return None
+        return pid, ours
+
+    def close(self) -> None:
+        """No more workers: the server exits once the ones it has are gone."""
+        try:
+            self.sock.send(json.dumps({"close": True}).encode())
+        except OSError:
+            pass
+
+    def wait(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.sock.close()
+        if self.errors.exists() and self.errors.stat().st_size == 0:
+            self.errors.unlink()
+
+
 class _Worker(_Slot):
-    """A warm `xp.worker` process: one seed at a time, as many seeds as it is given."""
+    """A warm worker forked by a `_ForkServer`: one seed at a time, as many as it is given."""
 
     @staticmethod
     def key_of(env: dict[str, str], cwd: Path | None) -> tuple:
         """Workers are shared by seeds whose process would start the same way."""
         return tuple(sorted(env.items())), str(cwd)
 
-    def __init__(self, key: tuple, env: dict[str, str], cwd: Path | None, log_dir: Path):
-        self.key = key
-        fd, errors = tempfile.mkstemp(prefix="xp-worker-", suffix=".log", dir=log_dir)
-        self.errors = Path(errors)  # what the worker says outside any seed (an import error)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xp.worker"], cwd=cwd, env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=fd, text=True, bufsize=1,
-            start_new_session=True,  # a terminal Ctrl-C reaches us only; we forward it once
-        )  # fmt: skip
-        os.close(fd)
-        self.pid = self.proc.pid
+    def __init__(self, key: tuple, server: _ForkServer, env: dict[str, str]):
+        self.key, self.server = key, server
         self.job: SeedJob | None = None
         self._messages: queue.Queue[dict] = queue.Queue()
-        self._listener = threading.Thread(target=self._listen, args=(self.proc.stdout,),
-                                          daemon=True)  # fmt: skip
+        forked = server.fork(env)
+        self.pid, self.channel = forked if forked else (None, None)
+        self._listener = threading.Thread(target=self._listen, daemon=True)
         self._listener.start()
 
-    def _listen(self, stream: IO[str]) -> None:
-        for line in stream:
-            try:
-                self._messages.put(json.loads(line))
-            except ValueError:
-                continue
+    def _listen(self) -> None:
+        if self.channel is None:
+            return
+        try:
+            for line in self.channel.makefile("r"):
+                try:
+                    self._messages.put(json.loads(line))
+                except ValueError:
+                    continue
+        except OSError:  # reset by a worker killed with unread input: the server says how
+            pass
+
+    def _exit_code(self) -> int | None:
+        """How the worker ended, once it has; None while it lives."""
+        if self.pid is None:  # never forked: the server could not start (its code says why)
+            return self.server.proc.poll()
+        if self.pid in self.server.exits:
+            return self.server.exits[self.pid]
+        if not self.server.alive() and not self._listener.is_alive():
+            return 1  # its server was killed, and it is gone too: nobody saw how it ended
+        return None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self._exit_code() is None
 
     def assign(self, job: SeedJob, env: dict[str, str]) -> None:
         """Send it a seed; `env` is set for this seed only (variables read when it runs)."""
         self.job = job
         message = {"seed": job.seed, "args": job.args, "log": str(job.log), "env": env}
         try:
-            self.proc.stdin.write(json.dumps(message) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):  # died already: poll() reports its exit code
+            self.channel.sendall((json.dumps(message) + "\n").encode())
+        except (AttributeError, OSError):  # never started or died already: poll() says how
             pass
 
     def _reported(self) -> int | None:
@@ -336,23 +478,50 @@ class _Worker(_Slot):
         code = self._reported()
         if code is not None:
             return code
-        died = self.proc.poll()
+        died = self._exit_code()
         if died is None:
             return None
         self._listener.join(timeout=2)  # its last word may have come with its death
         code = self._reported()
+        if code is None and self.job is not None:  # died with its seed: a signal is negative
+            self._tell_seed(self.job)
         self.job = None
-        return died if code is None else code  # died with its seed: a signal is negative
+        return died if code is None else code
 
-    def close(self) -> None:
-        """No more seeds: the worker's loop ends when its stdin does."""
+    def _tell_seed(self, job: SeedJob) -> None:
+        """What was said outside the seed (an import that failed) goes to its log."""
         try:
-            self.proc.stdin.close()
+            said = self.server.errors.read_text(errors="replace")
+            if said.strip() and job.log is not None:
+                with open(job.log, "a") as log:
+                    log.write(f"(the worker, pid {self.pid}, before it died:)\n{said}")
         except OSError:
             pass
+
+    def interrupt(self) -> None:
+        """Ctrl-C: the seed checkpoints and ends KILLED."""
+        if self.pid is not None and self.alive():
+            os.kill(self.pid, signal.SIGINT)
+
+    def wait(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.pid is not None and self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """No more seeds: the worker's loop ends when its channel does (`reap` waits for it)."""
+        try:
+            self.channel.shutdown(socket.SHUT_WR)
+        except (AttributeError, OSError):
+            pass
+
+    def reap(self) -> None:
+        """Wait for a closed worker to exit."""
         self.wait(10)
-        if self.errors.exists() and self.errors.stat().st_size == 0:
-            self.errors.unlink()
+        if self.channel is not None:
+            self.channel.close()
 
 
 def _prepare_log(job: SeedJob) -> None:

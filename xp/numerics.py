@@ -3,10 +3,12 @@
 ATen, oneDNN and MKL each pick kernels by the CPU's instruction set (AVX2, AVX-512, AMX, ...), so
 the low bits of every result change from one CPU model to another; threads change the order of
 reductions. `native` lets them pick (fastest); `portable` pins, before torch is imported, every
-setting known to change CPU results, so that x86-64 machines of different models compute the
-same bits: ATen's baseline kernels, oneDNN's SSE4.1 code path, MKL's conditional numerical
-reproducibility, one thread, deterministic algorithms. A GPU is never bit-compatible with a CPU
-(or another GPU): there, reproduction is statistical (`xp reproduce --margin`).
+setting known to change CPU results, so that x86-64 machines of different models can compute the
+same bits: ATen's baseline kernels, no oneDNN (it picks kernels and blocking by CPU model even
+when capped: an Intel Xeon and an AMD EPYC gave different backbones with its SSE4.1 path),
+MKL's conditional numerical reproducibility (documented to give the same results on Intel and
+non-Intel processors), one thread, deterministic algorithms. A GPU is never bit-compatible with
+a CPU (or another GPU): there, reproduction is statistical (`xp reproduce --margin`).
 
 Nothing here imports torch at module level: `apply` must run before torch is imported.
 """
@@ -84,6 +86,10 @@ def pin_torch(profile: str) -> None:
 
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)
+        # no oneDNN: convolutions by ATen's own im2col + MKL GEMM (bit-reproducible across
+        # processors under MKL_CBWR=COMPATIBLE). oneDNN picks kernels and blocking by CPU: on an
+        # AMD EPYC its SSE41-capped convolutions still gave other weights than on an Intel Xeon.
+        torch.backends.mkldnn.enabled = False
 
 
 def cpu_model() -> str:

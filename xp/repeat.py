@@ -387,6 +387,7 @@ def repeat(
         allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
         raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
+    executor.warm_up(len(seeds), config.train.numerics)  # workers import while we set up
     from xp import record, track
     from xp.models import resolve_source
     from xp.store import configure_store

@@ -166,7 +166,7 @@ def train(
         from xp.store import configure_store
         from xp.track import start_writer
 
-        start_writer()
+        start_writer(training=True)
     if t.numerics != numerics.current():  # (a library caller that imported torch first)
         numerics.apply(t.numerics)
     if t.threads:
@@ -295,6 +295,8 @@ def _fit(
     events("fit", {"total": total, "step": state["step"]})
     outcome, message = state["outcome"], ""  # a run resumed after early stopping stays stopped
     trainable_from = None
+    import sklearn.metrics  # noqa: F401  (here, not at the first evaluation: the clock is the loop's)
+
     started = time.perf_counter()
     with _StopFlag() as stop:
         while state["step"] < total and outcome == "ok":
