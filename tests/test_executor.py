@@ -59,7 +59,7 @@ def test_workers_are_forked_by_the_server_warm_up_started(tmp_path):
     assert codes == {1: 0, 2: 0, 3: 0}
     assert len(set(started)) == 2 and len(started) == 3 and server.proc.pid not in started
     assert {pid: server.exits[pid] for pid in started} == dict.fromkeys(started, 0)  # its children
-    assert server.proc.returncode == 0 and not executor._servers
+    assert server.proc.returncode is not None and not executor._servers  # gone with the run
     assert "Usage: xp train" in (tmp_path / "seed-3.log").read_text()
 
 

@@ -167,10 +167,13 @@ def repeat(
         root = _repo_root()
         from xp.config import load_config
         from xp.executor import LocalExecutor
-        from xp.repeat import repeat as run_repeat
 
         config = load_config(project, overrides, root / "projects")
         seed_executor = LocalExecutor(jobs, cwd=root, kind=executor, gpus_per_seed=gpus_per_seed)
+        # the workers' server starts now, before our own imports (scipy, MLflow, torch: ~5 s)
+        seed_executor.warm_up(1, config.train.numerics)
+        from xp.repeat import repeat as run_repeat
+
         progress = SeedProgress()
         try:
             with terminate_as_interrupt(), seed_executor:

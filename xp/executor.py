@@ -359,6 +359,7 @@ class _ForkServer:
         theirs.close()
         self.sock = ours
         self.exits: dict[int, int] = {}  # worker pid -> exit code, as the server reaped it
+        self.forked: set[int] = set()
         self._forked: queue.Queue[int | None] = queue.Queue()
         threading.Thread(target=self._listen, daemon=True).start()
 
@@ -394,10 +395,15 @@ class _ForkServer:
         if pid is None:
             ours.close()
             return None
+        self.forked.add(pid)
         return pid, ours
 
     def close(self) -> None:
-        """No more workers: the server exits once the ones it has are gone."""
+        """No more workers: the server exits once the ones it has are gone (at once if it has
+        none: a repeat that stopped at a user error does not wait for its warm-up)."""
+        if self.forked <= set(self.exits):
+            self.proc.kill()
+            return
         try:
             self.sock.send(json.dumps({"close": True}).encode())
         except OSError:
