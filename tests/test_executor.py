@@ -90,3 +90,19 @@ def test_a_worker_that_cannot_start_fails_its_seed_and_says_why_in_its_log(tmp_p
         codes = executor.run([job], lambda *a: None)
     assert codes == {1: 1}
     assert "ImportError: a broken install" in job.log.read_text()
+
+
+def test_a_forked_worker_stops_on_ctrl_c_while_it_waits(tmp_path):
+    """The server ignores SIGINT (a Ctrl-C is for the seeds); its forks must not inherit that."""
+    import time
+
+    from xp.executor import _seed_env, _start_env
+
+    with LocalExecutor(1, cwd=MAIN) as executor:
+        worker = executor._new_worker(_start_env(_seed_env(SeedJob(0, []))), tmp_path)
+        deadline = time.monotonic() + 120
+        while worker._messages.empty() and time.monotonic() < deadline:  # {"ready": pid}
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGINT)
+        worker.wait(10)
+        assert worker.server.exits.get(worker.pid) == 130

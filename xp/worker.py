@@ -178,6 +178,7 @@ def _worker(channel: socket.socket, server: int) -> int:
     import signal
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the server's forwarding is not ours
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the server ignores Ctrl-C; we stop
     os.environ[PARENT_ENV] = str(server)
     watch_parent()  # if the server dies by SIGKILL, this worker stops, its seed checkpointed
     os.environ.pop(PARENT_ENV, None)  # watched once, here; not again by every seed
