@@ -180,11 +180,12 @@ class LocalExecutor:
         key = Worker.key_of(start_env, self.cwd)
         server = self._servers.get(key)
         if server is None or not server.alive():
-            server = self._servers[key] = ForkServer(start_env, self.cwd, log_dir)
+            server = self._servers[key] = ForkServer(key, start_env, self.cwd, log_dir)
         return server
 
     def close(self) -> None:
-        """Stop idle workers (those `warm_up` started for seeds that never came)."""
+        """Stop idle workers and the fork servers (one `warm_up` started for seeds that never
+        came is killed at once)."""
         self._close_idle()
 
     def __enter__(self) -> LocalExecutor:
@@ -255,7 +256,7 @@ class LocalExecutor:
         env: dict[str, str] = {}
         gpu = self._take_gpu(env)  # where it runs (set in the fork), not part of its key
         server = self._server(start_env, log_dir)
-        worker = Worker(Worker.key_of(start_env, self.cwd), server, env)
+        worker = Worker(server, env)
         worker.gpu = gpu
         return worker
 

@@ -65,7 +65,8 @@ class ForkServer:
     """A `python -m xp.worker` process that imports and warms up once, then forks a worker per
     request (`xp.worker.fork_server`): a second worker costs milliseconds, not ~7 s of CPU."""
 
-    def __init__(self, env: dict[str, str], cwd: Path | None, log_dir: Path | None):
+    def __init__(self, key: tuple, env: dict[str, str], cwd: Path | None, log_dir: Path | None):
+        self.key = key  # the start settings its workers share (`Worker.key_of`)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         fd, errors = tempfile.mkstemp(prefix="xp-worker-", suffix=".log", dir=log_dir)
         # what the server and its workers say outside any seed (an import error): copied into
@@ -149,8 +150,8 @@ class Worker(Slot):
         """Workers are shared by seeds whose process would start the same way."""
         return tuple(sorted(env.items())), str(cwd)
 
-    def __init__(self, key: tuple, server: ForkServer, env: dict[str, str]):
-        self.key, self.server = key, server
+    def __init__(self, server: ForkServer, env: dict[str, str]):
+        self.key, self.server = server.key, server
         self.job: SeedJob | None = None
         self._messages: queue.Queue[dict] = queue.Queue()
         forked = server.fork(env)

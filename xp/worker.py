@@ -50,16 +50,12 @@ STOP_CODES = (130, 143)  # a seed stopped by Ctrl-C or SIGTERM: the worker stops
 
 
 def _warm_imports() -> None:
-    """What every seed would import: paid once here. (What only some projects need, such as
-    transformers, the first seed that needs it imports, once.)"""
+    """What every seed would import: paid once here."""
     import mlflow  # noqa: F401
     import sklearn.metrics  # noqa: F401
     import torch  # noqa: F401
 
     import xp.train  # noqa: F401
-    from xp.metric_writer import use_writer
-
-    use_writer("thread")  # one interpreter for every seed: no writer process to start per worker
 
 
 class _Baseline:
@@ -127,7 +123,10 @@ def serve(jobs: IO[str], control: IO[str]) -> int:
         control.write(json.dumps(message) + "\n")
         control.flush()
 
+    from xp.metric_writer import use_writer
+
     _warm_imports()
+    use_writer("thread")  # one interpreter for every seed: no writer process to start per worker
     baseline = _Baseline()
     say({"ready": os.getpid()})
     for line in jobs:
