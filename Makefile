@@ -13,7 +13,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install data lint clean-store
+.PHONY: demo test install data lint clean-store server
 
 install: $(STAMP)
 
@@ -56,6 +56,12 @@ demo: data
 	@echo
 	@echo "Runs are in $(CURDIR)/mlflow.db (artifacts in mlruns/). To look at them:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db    # then open http://127.0.0.1:5000"
+
+# A team tracking server to try: MLflow on the local PostgreSQL (database xp, created if missing),
+# artifacts served from .xp/server/artifacts, basic auth (user admin, password in
+# .xp/server/admin_password unless MLFLOW_AUTH_ADMIN_PASSWORD is set). See README, "A team server".
+server: $(STAMP)
+	$(BIN)/xp server $(SERVER_ARGS)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest

@@ -558,9 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer steps: a ~1 minute smoke run")
     parser.add_argument(
         "--writer",
-        choices=("process", "thread"),
+        choices=("process", "fork", "thread"),
         default="process",
-        help="the metric writer of the xp arms: process (an `xp train`) or thread (a warm worker)",
+        help="the metric writer of the xp arms: process (spawned, as by `xp train`), fork (forked "
+        "from this process before it trains, as by a warm worker) or thread",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument(
@@ -583,10 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import torch
 
-    from xp.metric_writer import use_writer
+    from xp.metric_writer import start_writer, use_writer
     from xp.seed import set_deterministic
 
     use_writer(args.writer)
+    if args.writer == "fork":  # as a warm worker does: before anything has run a thread
+        start_writer()
 
     torch.set_num_threads(args.threads)
     # xp's configs ask for deterministic kernels and xp sets that process-wide; set it up front so

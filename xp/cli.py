@@ -113,7 +113,9 @@ def train(
         group = options.pop("group", group)
         overrides += [f"{k}={v}" for k, v in options.items()]
         root = _repo_root()
-        config = _resolve_config(project, overrides, root, resume)
+        from xp.config import resolve_config
+
+        config = resolve_config(project, overrides, root, resume)
         from xp import numerics
 
         numerics.apply(config.train.numerics)  # before torch is imported: kernels pick at import
@@ -377,6 +379,50 @@ def reproduce(
         raise typer.Exit(EXIT_FAILED_RUN)
 
 
+@app.command()
+def server(
+    backend_store_uri: str = typer.Option(
+        None,
+        "--backend-store-uri",
+        help="Where runs are kept (default: XP_SERVER_BACKEND or "
+        "postgresql://postgres@127.0.0.1:5432/xp); the database is created if missing.",
+    ),
+    artifacts_destination: str = typer.Option(
+        None,
+        "--artifacts-destination",
+        help="Where artifacts are kept, served through the server (default: <state>/artifacts).",
+    ),
+    state_dir: str = typer.Option(
+        ".xp/server", "--state", help="The auth app's users, secret key and admin password."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on."),
+    port: int = typer.Option(5000, "--port", min=1, max=65535),
+    workers: int = typer.Option(None, "--workers", min=1, help="Server processes."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="Without MLflow's basic-auth app."),
+) -> None:
+    """Run a team tracking server: `mlflow server` on PostgreSQL, artifacts served, basic auth."""
+    from xp import server as srv
+
+    state = Path(state_dir)
+    spec = srv.ServerSpec(
+        backend=backend_store_uri or os.environ.get("XP_SERVER_BACKEND") or srv.DEFAULT_BACKEND,
+        artifacts=Path(artifacts_destination or state / "artifacts"), state=state, host=host,
+        port=port, workers=workers, auth=not no_auth,
+    )  # fmt: skip
+    log = state / "server.log"
+    try:
+        proc = srv.start(spec, log)
+    except XpError as e:
+        _fail(str(e))
+    for line in srv.describe(spec, log):
+        out.print(line, highlight=False)
+    code = srv.wait(proc)  # until Ctrl-C or SIGTERM, which stop the server too
+    if code == 130:
+        raise typer.Exit(130)
+    if code:
+        _fail(f"the tracking server exited ({code}): see {log}", code=1)
+
+
 def _check_executor(executor: str, jobs: int) -> None:
     """An executor that exists; more jobs than cores is allowed, with a warning."""
     from xp.executor import EXECUTORS
@@ -397,35 +443,6 @@ def _stopped(e: BaseException, what: str) -> None:
     if isinstance(e, Terminated):
         _fail(f"terminated (SIGTERM): {what}", EXIT_KILLED["SIGTERM"])
     _fail(f"interrupted: {what}", EXIT_KILLED["SIGINT"])
-
-
-def _resolve_config(project: str, overrides: list[str], root: Path, resume: str | None):
-    """The config to train: the project's with overrides, or a resumed run's recorded one."""
-    from xp.config import load_config
-
-    config = load_config(project, overrides, root / "projects")
-    if resume is None:
-        return config
-    import yaml
-
-    from xp.config import config_hash, validate
-    from xp.store import configure_store
-    from xp.track import recorded_text, resumable_run
-
-    configure_store(root)
-    run = resumable_run(resume, project)  # reads only: a wrong id changes nothing
-    try:
-        recorded = validate(yaml.safe_load(recorded_text(resume, "config.yaml")))
-    except XpError:  # killed before its config was recorded: the command line's, if the same
-        if run.data.tags.get("xp.config_hash") != config_hash(config):
-            raise
-        return config
-    if overrides and config_hash(recorded) != config_hash(config):
-        raise XpError(
-            f"run {resume} was trained with another config (hash {config_hash(recorded)}); "
-            "resume it without overrides"
-        )
-    return recorded
 
 
 def _quiet_libraries() -> None:
@@ -463,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     except click_errors.ClickException as e:
         err.print(f"[bold red]error:[/] {e.format_message()}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except click_errors.Abort:  # Ctrl-C outside a verb's own handling
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C outside a verb's own handling
         return 130
     return code if isinstance(code, int) else 0
 

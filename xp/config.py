@@ -371,3 +371,33 @@ def config_hash(config: Config) -> str:
 def to_yaml(config: Config) -> str:
     """The resolved config as YAML (what a run records as `config.yaml`)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def resolve_config(project: str, overrides: list[str], root: Path, resume: str | None) -> Config:
+    """The config to train: the project's with overrides, or a resumed run's recorded one
+    (`xp train --resume`; nothing here imports torch, which the numerics profile must precede).
+
+    Raises:
+        XpError: a bad config, an unknown or unresumable run, or overrides that change a
+            resumed run's config.
+    """
+    config = load_config(project, overrides, root / "projects")
+    if resume is None:
+        return config
+    from xp.store import configure_store
+    from xp.track import recorded_text, resumable_run
+
+    configure_store(root)
+    run = resumable_run(resume, project)  # reads only: a wrong id changes nothing
+    try:
+        recorded = validate(yaml.safe_load(recorded_text(resume, "config.yaml")))
+    except XpError:  # killed before its config was recorded: the command line's, if the same
+        if run.data.tags.get("xp.config_hash") != config_hash(config):
+            raise
+        return config
+    if overrides and config_hash(recorded) != config_hash(config):
+        raise XpError(
+            f"run {resume} was trained with another config (hash {config_hash(recorded)}); "
+            "resume it without overrides"
+        )
+    return recorded

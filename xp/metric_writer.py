@@ -1,15 +1,17 @@
 """The metric writer: a child process that puts buffered metrics into the tracking store.
 
-A child process (`python -m xp.metric_writer`, spoken to in JSON lines on stdin/stdout) or, in
-processes that start no second interpreter, a thread; `start_writer` starts the kind `use_writer`
-chose.
+A child process (`python -m xp.metric_writer`, spoken to in JSON lines on stdin/stdout), the
+same loop in a child forked from a warm worker (no second interpreter to start), or a thread;
+`start_writer` starts the kind `use_writer` chose.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 from xp import XpError
 
@@ -103,6 +105,7 @@ class _ProcessWriter(_Writer):
             bufsize=1,
             start_new_session=True,  # Ctrl-C is the trainer's to handle, not the writer's
         )
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -111,20 +114,73 @@ class _ProcessWriter(_Writer):
         import json
 
         try:
-            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._stdin.write(json.dumps(message) + "\n")
             if "flush" in message:
-                self._proc.stdin.flush()
+                self._stdin.flush()
         except (BrokenPipeError, ValueError):
             raise WriterError("the metric writer process died; metrics were lost") from None
 
     def _answer(self) -> str | None:
-        line = self._proc.stdout.readline()
+        line = self._stdout.readline()
         return line.rstrip("\n") if line else None
 
     def close(self) -> None:
         if self.alive():
             self._proc.stdin.close()  # end of input: the writer finishes and exits
             self._proc.wait(timeout=60)
+
+
+class _ForkedWriter(_ProcessWriter):
+    """The writer process forked from this one: a warm worker's, which has every import the
+    loop needs already (a spawned writer pays ~2.5 s of CPU for them, per worker).
+
+    Forked while the process still has one thread and no store connection (a forked child must
+    not inherit a lock held by another thread, or share a connection): `use_writer("fork")` then
+    `start_writer()` first thing in the worker. A writer that dies later is replaced by a
+    spawned one (forking a process that runs threads is not safe).
+    """
+
+    def __init__(self, close_in_child: tuple[int, ...] = ()) -> None:
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the writer
+            code = 1
+            try:
+                os.setsid()  # Ctrl-C is the trainer's to handle (`_serve_writer` ignores it)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.dup2(to_child, 0)
+                os.dup2(from_child, 1)
+                for fd in (to_child, from_parent, to_parent, from_child, *close_in_child):
+                    os.close(fd)  # only the worker's ends keep the pipes open: EOF if it dies
+                _serve_writer(os.fdopen(0, "r"), os.fdopen(1, "w"))
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(to_child)
+        os.close(from_child)
+        self._pid, self._code = pid, None
+        self._stdin = os.fdopen(from_parent, "w", buffering=1)
+        self._stdout = os.fdopen(to_parent, "r")
+
+    def alive(self) -> bool:
+        if self._code is None:
+            done, status = os.waitpid(self._pid, os.WNOHANG)
+            if done:
+                self._code = os.waitstatus_to_exitcode(status)
+        return self._code is None
+
+    def close(self) -> None:
+        import time
+
+        if self.alive():
+            self._stdin.close()  # end of input: the writer finishes and exits
+            deadline = time.monotonic() + 60
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
 
 
 class _ThreadWriter(_Writer):
@@ -167,30 +223,43 @@ class _ThreadWriter(_Writer):
             self._thread.join(timeout=60)
 
 
-WRITER_KINDS = ("process", "thread")
+WRITER_KINDS = ("process", "fork", "thread")
 _KIND: str | None = None  # None: a process for a training loop, a thread for anything else
 _WRITER: _Writer | None = None
+_FORKED = False  # a writer was forked: a replacement is spawned (the process has threads now)
 
 
 def use_writer(kind: str) -> None:
-    """Fix the kind of writer this process starts, whatever it runs: `thread` in a warm worker
-    (one interpreter for every seed it trains)."""
+    """Fix the kind of writer this process starts, whatever it runs: `fork` in a forked warm
+    worker (then `start_writer()` at once, before any thread), `thread` where neither a new
+    interpreter nor a fork pays (a Ray actor's loop)."""
     global _KIND
     if kind not in WRITER_KINDS:
         raise ValueError(f"metric writer {kind!r}: use one of {', '.join(WRITER_KINDS)}")
     _KIND = kind
 
 
-def start_writer(training: bool = False) -> _Writer:
+def writer_kind() -> str | None:
+    """The kind `use_writer` fixed, if any."""
+    return _KIND
+
+
+def start_writer(training: bool = False, close_in_child: tuple[int, ...] = ()) -> _Writer:
     """The process's metric writer, started on first use: unless `use_writer` fixed the kind, a
     process for a training loop (call early: it imports MLflow while the model loads), a thread
-    for a process that logs a summary (a repeat's parent)."""
-    global _WRITER
+    for a process that logs a summary (a repeat's parent). `close_in_child`: descriptors a
+    forked writer must not hold open (a worker's socket to its executor)."""
+    global _WRITER, _FORKED
     if _WRITER is None or not _WRITER.alive():
         import atexit
 
         kind = _KIND or ("process" if training else "thread")
-        _WRITER = _ProcessWriter() if kind == "process" else _ThreadWriter()
+        if kind == "fork" and _FORKED:
+            kind = "process"
+        if kind == "fork":
+            _WRITER, _FORKED = _ForkedWriter(close_in_child), True
+        else:
+            _WRITER = _ProcessWriter() if kind == "process" else _ThreadWriter()
         atexit.register(_WRITER.close)
     return _WRITER
 
@@ -220,23 +289,23 @@ def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) ->
             answer(f"error {type(e).__name__}: {str(e).splitlines()[0]}")
 
 
-def _serve_writer() -> None:
-    """The writer process: JSON lines on stdin, answers on stdout; leaves without the
-    interpreter's teardown (~1 s) once its input ends, everything written."""
+def _serve_writer(inbox: IO[str], outbox: IO[str]) -> None:
+    """The writer process: JSON lines in, answers out; leaves without the interpreter's
+    teardown (~1 s) once its input ends, everything written."""
     import json
-    import os
-    import signal
-    import sys
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def answer(line: str) -> None:
-        print(line, flush=True)
+        outbox.write(line + "\n")
+        outbox.flush()
 
-    _write((json.loads(line) for line in sys.stdin), answer)
-    sys.stdout.flush()
+    _write((json.loads(line) for line in inbox), answer)
+    outbox.flush()
     os._exit(0)
 
 
 if __name__ == "__main__":
-    _serve_writer()
+    import sys
+
+    _serve_writer(sys.stdin, sys.stdout)

@@ -333,8 +333,16 @@ def promote(
         client.create_registered_model(
             name, description="Promoted by `xp promote`: every version carries its evidence."
         )
+    logged = (
+        ev["model_uri"].removeprefix("models:/") if ev["model_uri"].startswith("models:/") else None
+    )  # a server wants the logged model named as well as its URI
     version = client.create_model_version(
-        name, ev["model_uri"], run_id=ev["run_id"], tags=ev["tags"], description=_describe(ev)
+        name,
+        ev["model_uri"],
+        run_id=ev["run_id"],
+        tags=ev["tags"],
+        description=_describe(ev),
+        model_id=logged,
     )
     client.set_registered_model_alias(name, alias, version.version)
     if ev["current"]:

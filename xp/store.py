@@ -71,17 +71,85 @@ def _check_scheme(uri: str) -> None:
             )
 
 
+def redact(uri: str) -> str:
+    """A URI without the password it may carry (`http://user:secret@host` -> `http://user@host`):
+    what xp writes into messages, logs and the record."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def db_reason(e: BaseException) -> str:
+    """What a database driver said (SQLAlchemy's wrapper and its link left out), one line."""
+    cause = getattr(e, "orig", None) or e
+    return " ".join(str(cause).split()).split(" (Background on this error")[0][:300]
+
+
+PROBE_TIMEOUT_S = 10  # a server or database that does not answer in this long is not there
+
+
+def _probe(uri: str) -> None:
+    """Reach a server or a database before MLflow does: MLflow retries a refused connection for
+    minutes (HTTP: ~4 min of backoff; SQL: ~2 min) before it says so."""
+    scheme = uri.split(":", 1)[0].split("+")[0]
+    if scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S)
+        except requests.RequestException as e:
+            reason = type(e).__name__
+            if isinstance(e, requests.ConnectionError):
+                reason = "connection refused or host unknown"
+            raise StoreError(
+                f"cannot reach the tracking server {redact(uri)} ({reason}); is it running "
+                "(`make server`)? check MLFLOW_TRACKING_URI"
+            ) from None
+    elif scheme in ("postgresql", "mysql"):
+        import sqlalchemy
+
+        try:
+            engine = sqlalchemy.create_engine(
+                uri,
+                connect_args={"connect_timeout": PROBE_TIMEOUT_S},
+                poolclass=sqlalchemy.NullPool,
+            )
+            with engine.connect():
+                pass
+        except Exception as e:
+            raise StoreError(
+                f"cannot open the tracking store {redact(uri)}: {db_reason(e)}; check "
+                "MLFLOW_TRACKING_URI (the database server must be reachable and the database "
+                "exist: `createdb <name>`)"
+            ) from None
+
+
 def _check_store(uri: str) -> None:
     """Open the store once (creating its tables) so that a store that cannot be opened is one
     line before any run exists."""
     import mlflow
 
+    _probe(uri)
     try:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:
+        if "error code 401" in str(e):
+            raise StoreError(
+                f"the tracking server {redact(uri)} refused the credentials (HTTP 401); set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of that server"
+            ) from None
         raise StoreError(
-            f"cannot open the tracking store {uri}: {one_line(e, 300)}; check MLFLOW_TRACKING_URI "
-            "(the folder must exist and be writable; a server must be reachable)"
+            f"cannot open the tracking store {redact(uri)}: {one_line(e, 300)}; check "
+            "MLFLOW_TRACKING_URI (the folder must exist and be writable; a server must be "
+            "reachable)"
         ) from None
 
 

@@ -145,7 +145,10 @@ class TrainProgress:
 
     def __call__(self, kind: str, info: dict) -> None:
         if kind == "start":
-            where = "tracking off" if not info["tracking"] else os.environ["MLFLOW_TRACKING_URI"]
+            from xp.store import redact
+
+            uri = os.environ["MLFLOW_TRACKING_URI"]
+            where = redact(uri) if info["tracking"] else "tracking off"
             out.print(f"run [bold]{info['run_id']}[/] ({where})", highlight=False)
         elif kind == "fit":
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn

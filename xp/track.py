@@ -17,7 +17,7 @@ from typing import Any
 
 from xp import XpError
 from xp.metric_writer import start_writer
-from xp.store import DEFAULT_ARTIFACTS, configure_store, default_tracking_uri
+from xp.store import DEFAULT_ARTIFACTS, configure_store, default_tracking_uri, redact
 
 
 class TrackingError(XpError):
@@ -45,6 +45,11 @@ def experiment_for(project: str, repo_root: Path) -> str:
         if exp is None:
             raise
         return exp.experiment_id
+
+
+# how each database says that a row with that key exists already
+UNIQUE_VIOLATIONS = ("UNIQUE constraint failed", "duplicate key value violates unique constraint",
+                     "Duplicate entry")  # fmt: skip
 
 
 class MlflowTracker:
@@ -157,8 +162,8 @@ class MlflowTracker:
             except Exception as e:
                 # MLflow checks for the experiment's dataset, then inserts it: two seeds starting
                 # at once both insert, and the second hits the UNIQUE constraint. Once the row
-                # exists, a retry links to it.
-                if "UNIQUE constraint failed" not in str(e) or attempt == 4:
+                # exists, a retry links to it. (SQLite, PostgreSQL, MySQL; through a server too)
+                if not any(m in str(e) for m in UNIQUE_VIOLATIONS) or attempt == 4:
                     raise
                 time.sleep(0.1 * (attempt + 1))
 
@@ -277,7 +282,7 @@ def start_tracker(
             mlflow.MlflowClient().get_run(run_id)
         except Exception:
             raise TrackingError(
-                f"unknown run id {run_id!r} in {os.environ['MLFLOW_TRACKING_URI']}; "
+                f"unknown run id {run_id!r} in {redact(os.environ['MLFLOW_TRACKING_URI'])}; "
                 "list runs with `mlflow ui` or `mlflow runs list`"
             ) from None
         run = mlflow.start_run(run_id=run_id)
@@ -351,7 +356,7 @@ def get_run(run_id: str) -> Any:
         return mlflow.MlflowClient().get_run(run_id)
     except Exception:
         raise TrackingError(
-            f"unknown run id {run_id!r} in {os.environ.get('MLFLOW_TRACKING_URI')}"
+            f"unknown run id {run_id!r} in {redact(os.environ.get('MLFLOW_TRACKING_URI', ''))}"
         ) from None
 
 

@@ -1,0 +1,160 @@
+"""xp against a team's stores: an MLflow tracking server on a real PostgreSQL (artifacts served
+through it, basic auth on), and a `postgresql://` store without a server.
+
+Needs a PostgreSQL server at 127.0.0.1:5432 (trust auth, as on the development and CI machines;
+`XP_TEST_POSTGRES` names another). Without one the tests skip, except with `CI=true`, where they
+fail: CI must exercise PostgreSQL for real.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from tests.conftest import FAST_DIGITS, parent_id_in, run
+
+pytestmark = pytest.mark.e2e
+
+POSTGRES = os.environ.get("XP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+PASSWORD = "team-secret-" + uuid.uuid4().hex[:12]  # grepped for in everything xp writes
+
+
+def _postgres_or_skip() -> None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(f"{POSTGRES}/postgres", poolclass=sqlalchemy.NullPool,
+                                          connect_args={"connect_timeout": 5})  # fmt: skip
+        with engine.connect():
+            pass
+    except Exception as e:
+        message = f"no PostgreSQL at {POSTGRES} ({type(e).__name__})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}: CI must run the PostgreSQL tests")
+        pytest.skip(message)
+
+
+def _drop(database: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT",
+                                      poolclass=sqlalchemy.NullPool)  # fmt: skip
+    with engine.connect() as con:
+        con.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database():
+    """A fresh PostgreSQL database URI (created by whoever opens it first), dropped afterwards."""
+    _postgres_or_skip()
+    name = f"xp_test_{uuid.uuid4().hex[:10]}"
+    yield f"{POSTGRES}/{name}"
+    _drop(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def team_server(database, tmp_path, monkeypatch):
+    """`xp server` (MLflow's server, basic auth, artifacts served) on a free port."""
+    from xp import server
+
+    spec = server.ServerSpec(
+        backend=database, artifacts=tmp_path / "served-artifacts",
+        state=tmp_path / "server-state", port=_free_port(), workers=2,
+    )  # fmt: skip
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)
+    proc = server.start(spec, tmp_path / "server.log")
+    env = {"MLFLOW_TRACKING_URI": spec.url, "MLFLOW_TRACKING_USERNAME": server.ADMIN,
+           "MLFLOW_TRACKING_PASSWORD": PASSWORD}  # fmt: skip
+    try:
+        yield {"spec": spec, "env": env, "database": database}
+    finally:
+        server.stop(proc)
+
+
+def test_the_chain_runs_against_a_team_server_on_postgresql(repo, team_server, monkeypatch):
+    env, spec = team_server["env"], team_server["spec"]
+    proc = run(["xp", "repeat", "digits", *FAST_DIGITS, "--seeds", "3", "--jobs", "2"], repo,
+               env=env)  # fmt: skip
+    group = parent_id_in(proc.stdout)
+    ranking = run(["xp", "compare", "--project", "digits"], repo, env=env)
+    assert "test/f1 by configuration (3 runs)" in ranking.stdout
+    run(["xp", "promote", group, "--name", "digits-team", "--min-seeds", "3"], repo, env=env)
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    client = mlflow.MlflowClient()
+    champion = client.get_model_version_by_alias("digits-team", "champion")
+    assert champion.tags["xp.group"] == group and champion.tags["xp.n"] == "3"
+    model = mlflow.pyfunc.load_model("models:/digits-team@champion")  # through the server
+    with np.load(repo / "data/digits/test.npz") as z:
+        accuracy = (np.asarray(model.predict(z["X"].astype(np.float32))).argmax(1) == z["y"]).mean()
+    seed = client.get_run(champion.tags["xp.run_id"])
+    assert accuracy == pytest.approx(seed.data.metrics["test/accuracy"])
+    # the artifacts live where the server keeps them, not in the client's folder
+    assert any((spec.artifacts).rglob("MLmodel")) and not (repo / "mlruns").exists()
+
+    proc = run(["xp", "reproduce", seed.info.run_id], repo, env=env)
+    assert "verdict: identical" in proc.stdout
+
+    # no credential in anything xp wrote: the database, the served artifacts, the repo's scratch
+    dump = subprocess.run(["pg_dump", team_server["database"]], capture_output=True, text=True)
+    if dump.returncode == 0:
+        assert dump.stdout.count("digits-team") and PASSWORD not in dump.stdout
+    for folder in (spec.artifacts, repo / ".xp"):
+        for path in Path(folder).rglob("*"):
+            if path.is_file():
+                assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_a_postgresql_store_without_a_server(repo, database, tmp_path):
+    from xp.server import ensure_database
+
+    assert ensure_database(database)  # (xp server creates it; a user runs `createdb`)
+    env = {"MLFLOW_TRACKING_URI": database}
+    proc = run(["xp", "train", "digits", *FAST_DIGITS, "seed=2"], repo, env=env)
+    run_id = proc.stdout.split("ok run ")[1].split()[0]
+    proc = run(["xp", "reproduce", run_id], repo, env=env)
+    assert "verdict: identical" in proc.stdout
+
+
+def test_an_unreachable_store_or_wrong_credentials_is_one_line_at_once(
+    repo, team_server, monkeypatch
+):
+    url = team_server["env"]["MLFLOW_TRACKING_URI"]
+    cases = {  # environment -> what the one line says
+        "server down": ({"MLFLOW_TRACKING_URI": f"http://admin:{PASSWORD}@127.0.0.1:{_free_port()}"},
+                        "cannot reach the tracking server http://admin@127.0.0.1:"),
+        "no database": ({"MLFLOW_TRACKING_URI": f"{POSTGRES}/xp_no_such_database"},
+                        'database "xp_no_such_database" does not exist'),
+        "wrong password": ({**team_server["env"], "MLFLOW_TRACKING_PASSWORD": "wrong-password"},
+                           f"the tracking server {url} refused the credentials (HTTP 401)"),
+    }  # fmt: skip
+    for case, (env, expected) in cases.items():
+        proc = run(
+            ["xp", "repeat", "digits", *FAST_DIGITS, "--seeds", "2"],
+            repo,
+            env=env,
+            check=False,
+            timeout=120,
+        )  # fmt: skip (MLflow alone retries for minutes)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (case, proc.stderr)
+        assert lines[0].startswith("error:") and expected in lines[0], (case, lines[0])
+        assert PASSWORD not in proc.stderr
+    for key, value in team_server["env"].items():
+        monkeypatch.setenv(key, value)
+    client = mlflow.MlflowClient()  # nothing was recorded on the server
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
