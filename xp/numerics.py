@@ -90,6 +90,59 @@ def pin_torch(profile: str) -> None:
         # processors under MKL_CBWR=COMPATIBLE). oneDNN picks kernels and blocking by CPU: on an
         # AMD EPYC its SSE41-capped convolutions still gave other weights than on an Intel Xeon.
         torch.backends.mkldnn.enabled = False
+        _exact_sqrt(True)
+    else:
+        _exact_sqrt(False)
+
+
+_SQRT_KERNELS: list[Any] = []  # the torch.library registration while it is in force
+
+
+def _exact_sqrt(on: bool) -> None:
+    """Route aten::sqrt on CPU through IEEE 754 square roots (numpy's), or back to ATen's own.
+
+    ATen computes a float sqrt with MKL's vector math (`vsSqrt`, VML_HA: within 1 ulp, not
+    correctly rounded), and MKL picks that code by CPU whatever MKL_CBWR says: an Intel Xeon and an
+    AMD EPYC gave other bits for one in five square roots (`benchmarks/op_fingerprint.py`), so
+    AdamW's `exp_avg_sq.sqrt()` parted their weights from the first step. A correctly rounded
+    square root has one answer on every CPU. The gradient (grad / 2 sqrt(x)) takes the result, so
+    autograd is unchanged.
+    """
+    if not on:
+        while _SQRT_KERNELS:
+            _SQRT_KERNELS.pop()._destroy()
+        return
+    if _SQRT_KERNELS:
+        return
+    import warnings
+
+    import numpy as np
+    import torch
+
+    def compute(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().resolve_conj().resolve_neg()
+        if not (x.is_floating_point() or x.is_complex()):
+            x = x.to(torch.get_default_dtype())  # integers and bools: sqrt gives floats
+        half = x.dtype in (torch.float16, torch.bfloat16)
+        # (half precision: a correctly rounded float32 root rounds once more to the root the exact
+        # one would give, 24 >= 2 x 11 + 2 bits)
+        a = (x.float() if half else x).numpy()
+        with np.errstate(invalid="ignore"):  # sqrt(-1) is nan, as in ATen, without a warning
+            root = torch.from_numpy(np.sqrt(a, out=np.empty_like(a, order="C")))
+        return root.to(x.dtype) if half else root
+
+    def sqrt_out(x: torch.Tensor, *, out: torch.Tensor) -> torch.Tensor:
+        result = compute(x)
+        out.resize_(result.shape)
+        return out.copy_(result)
+
+    lib = torch.library.Library("aten", "IMPL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "overriding a previously registered kernel": we mean it
+        lib.impl("sqrt", compute, "CPU")
+        lib.impl("sqrt_", lambda x: x.copy_(compute(x)), "CPU")
+        lib.impl("sqrt.out", sqrt_out, "CPU")
+    _SQRT_KERNELS.append(lib)
 
 
 def cpu_model() -> str:
