@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
 	$(BIN)/dvc config core.analytics false
 	touch $(STAMP)
 
@@ -39,8 +39,14 @@ FULL_LLRD := optim.layer_decay=0.7
 # `tee /dev/stderr` would re-open, and so truncate, a log that `make demo > demo.log 2>&1` writes)
 REPEAT_ID := awk '/^repeat run [0-9a-f]+ (started|resuming)$$/{id=$$3} END{print id}'
 
+# A DVC remote outside the repo, in .dvc/config.local (the tree stays clean), unless one is set:
+# `xp reproduce` and Ray workers in a fresh clone get the data by hash from it.
+DEMO_REMOTE ?= $(HOME)/.cache/xp/dvc-remote
+
 demo: data
 	@export PATH="$(CURDIR)/$(BIN):$$PATH" NO_COLOR=1 && mkdir -p .xp/demo && \
+	  (test -n "$$(dvc config core.remote)" || dvc remote add -d --local demo "$(DEMO_REMOTE)") && \
+	  dvc push -q && \
 	  xp train digits seed=1 | tee .xp/demo/first.log && \
 	  first=$$(awk '/^run [0-9a-f]+ /{print $$2}' .xp/demo/first.log) && \
 	  mlflow run . -e train -P project=digits -P seed=2 --env-manager local --experiment-name digits && \

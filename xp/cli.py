@@ -148,7 +148,13 @@ def repeat(
         "warm",
         "--executor",
         help="warm: workers that import once and train seed after seed; "
-        "process: a new process per seed.",
+        "process: a new process per seed; ray: warm workers on a Ray cluster's actors.",
+    ),
+    ray_address: str = typer.Option(
+        "auto", "--ray-address", help="--executor ray: auto, host:port or ray://host:port."
+    ),
+    cpus_per_seed: float = typer.Option(
+        1.0, "--cpus-per-seed", help="--executor ray: CPUs Ray reserves for each seed."
     ),
     gpus_per_seed: float = typer.Option(
         None,
@@ -165,13 +171,14 @@ def repeat(
     try:
         overrides, options = split_extra_args(list(ctx.args))
         overrides += [f"{k}={v}" for k, v in options.items()]
-        _check_executor(executor, jobs)
+        _check_executor(executor, jobs, cluster=True)
         root = _repo_root()
         from xp.config import load_config
-        from xp.executor import LocalExecutor
+        from xp.executor import for_repeat
 
         config = load_config(project, overrides, root / "projects")
-        seed_executor = LocalExecutor(jobs, cwd=root, kind=executor, gpus_per_seed=gpus_per_seed)
+        seed_executor = for_repeat(config, root, executor, jobs, gpus_per_seed, ray_address,
+                                   cpus_per_seed)  # fmt: skip
         # the workers' server starts now, before our own imports (scipy, MLflow, torch: ~5 s)
         seed_executor.warm_up(1, config.train.numerics)
         from xp.repeat import repeat as run_repeat
@@ -423,17 +430,12 @@ def server(
         _fail(f"the tracking server exited ({code}): see {log}", code=1)
 
 
-def _check_executor(executor: str, jobs: int) -> None:
-    """An executor that exists; more jobs than cores is allowed, with a warning."""
-    from xp.executor import EXECUTORS
+def _check_executor(executor: str, jobs: int, cluster: bool = False) -> None:
+    from xp.executor import check_kind
 
-    if executor not in EXECUTORS:
-        raise XpError(f"--executor {executor}: use one of {', '.join(EXECUTORS)}")
-    cores = os.cpu_count() or 1
-    if jobs > cores:
-        err.print(f"[yellow]warning:[/] --jobs {jobs} is more than this machine's {cores} cores: "
-                  "the seeds share them, one thread each, and each runs slower",
-                  highlight=False)  # fmt: skip
+    warning = check_kind(executor, jobs, cluster)
+    if warning:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _stopped(e: BaseException, what: str) -> None:

@@ -16,13 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from xp import XpError
 from xp.slots import ForkServer, LogTail, SeedProcess, Slot, Worker, prepare_log
 from xp.supervise import FAULT_ENV, PARENT_ENV, STOP_GRACE_SECONDS
 
-EXECUTORS = ("warm", "process")
+EXECUTORS = ("warm", "process", "ray")  # ray: `xp.ray_executor`
 # read when a seed runs, not when its process starts: they do not need a worker of their own
 # (so workers can start before the store is opened and the parent run exists)
 RUNTIME_ENV = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", FAULT_ENV)
@@ -41,6 +41,42 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_kind(executor: str, jobs: int, cluster: bool = False) -> str | None:
+    """Raise for an executor that does not exist (`ray` only where `cluster`); returns a warning
+    for more jobs than this machine's cores (allowed: they share them)."""
+    known = EXECUTORS if cluster else EXECUTORS[:2]
+    if executor not in known:
+        raise XpError(f"--executor {executor}: use one of {', '.join(known)}")
+    cores = os.cpu_count() or 1
+    if jobs > cores and executor != "ray":
+        return (f"--jobs {jobs} is more than this machine's {cores} cores: the seeds share them, "
+                "one thread each, and each runs slower")  # fmt: skip
+    return None
+
+
+def for_repeat(config: Any, root: Path, kind: str, jobs: int, gpus_per_seed: float | None,
+               ray_address: str = "auto", cpus_per_seed: float = 1.0) -> Executor:  # fmt: skip
+    """The executor `xp repeat --executor <kind>` asks for (a Ray one ships this tree's code)."""
+    if kind == "ray":
+        from xp import ray_executor
+
+        return ray_executor.for_repeat(config, root, ray_address, jobs, cpus_per_seed,
+                                       gpus_per_seed)  # fmt: skip
+    return LocalExecutor(jobs, cwd=root, kind=kind, gpus_per_seed=gpus_per_seed)
+
+
+def check_share(gpus_per_seed: float) -> None:
+    """A positive share of one GPU, or a whole number of GPUs."""
+    if not (math.isfinite(gpus_per_seed) and gpus_per_seed > 0):
+        raise ExecutorError(f"--gpus-per-seed {gpus_per_seed:g}: give a positive share")
+    if gpus_per_seed > 1 and not float(gpus_per_seed).is_integer():
+        raise ExecutorError(
+            f"--gpus-per-seed {gpus_per_seed:g}: above 1 a seed takes whole GPUs; give an "
+            f"integer ({math.floor(gpus_per_seed)} or {math.ceil(gpus_per_seed)}) or a share "
+            "of one GPU (0.5, 0.25)"
+        )
+
+
 def gpu_slots(gpus_per_seed: float | None, gpu_count: int, jobs: int) -> list[str] | None:
     """`CUDA_VISIBLE_DEVICES` of each of the `jobs` processes that train at once (None: no GPU).
 
@@ -53,14 +89,7 @@ def gpu_slots(gpus_per_seed: float | None, gpu_count: int, jobs: int) -> list[st
             whole number, or more jobs than the GPUs hold at that share.
     """
     if gpus_per_seed is not None:
-        if not (math.isfinite(gpus_per_seed) and gpus_per_seed > 0):
-            raise ExecutorError(f"--gpus-per-seed {gpus_per_seed:g}: give a positive share")
-        if gpus_per_seed > 1 and not float(gpus_per_seed).is_integer():
-            raise ExecutorError(
-                f"--gpus-per-seed {gpus_per_seed:g}: above 1 a seed takes whole GPUs; give an "
-                f"integer ({math.floor(gpus_per_seed)} or {math.ceil(gpus_per_seed)}) or a share "
-                "of one GPU (0.5, 0.25)"
-            )
+        check_share(gpus_per_seed)
         if gpu_count == 0:
             raise ExecutorError(
                 f"--gpus-per-seed {gpus_per_seed:g}: this machine has no GPU (CUDA) that torch "
@@ -145,19 +174,21 @@ class LocalExecutor:
     """
 
     def __init__(self, jobs: int = 1, cwd: Path | None = None, kind: str = "warm",
-                 gpus_per_seed: float | None = None):  # fmt: skip
+                 gpus_per_seed: float | None = None, place_gpus: bool = True):  # fmt: skip
         """`gpus_per_seed`: a share of a GPU (0.25) or whole GPUs (2) per seed; checked here.
         Without it, where there are GPUs, the `jobs` processes take them in turn.
+        `place_gpus=False`: leave `CUDA_VISIBLE_DEVICES` as it is (someone else placed this
+        process, e.g. Ray an actor).
 
         Raises:
             ExecutorError: see `gpu_slots`.
         """
-        if kind not in EXECUTORS:
+        if kind not in EXECUTORS[:2]:
             raise ValueError(f"executor {kind!r}: use one of {', '.join(EXECUTORS)}")
         self.jobs = max(1, jobs)
         self.cwd = cwd
         self.kind = kind
-        self._free_gpus: list[str] | None = None  # decided when the first seed starts
+        self._free_gpus: list[str] | None = None if place_gpus else []  # at the first seed
         if gpus_per_seed is not None:
             self._free_gpus = gpu_slots(gpus_per_seed, gpu_count(), self.jobs)
         self._running: dict[int, Slot] = {}  # seed -> the process training it
@@ -275,10 +306,15 @@ class LocalExecutor:
             self._free_gpus.append(slot.gpu)
             slot.gpu = None
 
+    def interrupt(self) -> None:
+        """Ask every running seed to stop as Ctrl-C would (from another thread): each saves its
+        checkpoint and ends KILLED, and `run` returns their codes (130)."""
+        for slot in list(self._running.values()):
+            slot.interrupt()
+
     def _stop_all(self) -> None:
         """Every seed saves its checkpoint and ends KILLED (resumable), then we return."""
-        for slot in self._running.values():
-            slot.interrupt()
+        self.interrupt()
         for slot in self._running.values():
             slot.wait(120)
 

@@ -93,6 +93,8 @@ def place_data(root: Path, data: dict[str, dict[str, str]], dest: Path, commit: 
                 target.unlink()
             target.parent.mkdir(parents=True, exist_ok=True)
             checkout(str(target), LocalFileSystem(), load(odb, hash_info), odb)
+    if dest.resolve() == root.resolve():
+        return
     # DVC inside the worktree shares this cache (git-ignored .dvc/config.local)
     (dest / ".dvc").mkdir(exist_ok=True)
     cache = root / ".dvc" / "cache"

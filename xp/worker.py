@@ -286,6 +286,11 @@ def fork_server(requests: socket.socket) -> int:
 
 def main() -> int:
     """`python -m xp.worker <fd>`: the fork server, on the socket the executor passed as `fd`."""
+    import signal
+
+    # a process started from a thread that blocks signals inherits the mask (a Ray actor's
+    # threads block SIGINT): unblocked, or Ctrl-C would never reach a seed
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     return fork_server(socket.socket(fileno=int(sys.argv[1])))
 
 
