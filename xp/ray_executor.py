@@ -234,7 +234,8 @@ class RayExecutor:
         self.cpus, self.gpus = cpus_per_seed, gpus_per_seed
         self.actors: list[Any] = []
         self._ray: Any = None
-        self._plan: tuple[str, dict, str, dict | None] | None = None
+        self._plan: tuple[str, dict, str, dict | None] | None = None  # what `prepare` ships
+        self._folder: Path | None = None
 
     def threads_per_job(self) -> int:
         return max(1, int(self.cpus))
@@ -325,12 +326,9 @@ class RayExecutor:
                     self._forward(job, actor, on_event)
                 for ref in done:
                     job, actor = running.pop(ref)
-                    code, log = self._result(ref, job)
+                    code = self._result(ref, job)
                     if code == -9 and not self._alive(actor):  # the actor died: replace it
                         actor = self._replace(actor)
-                    if job.log:
-                        with open(job.log, "a") as f:
-                            f.write(log)
                     codes[job.seed] = code
                     idle.append(actor)
                     on_event(job.seed, "done", {"code": code})
@@ -338,10 +336,7 @@ class RayExecutor:
             for _, actor in running.values():
                 actor.interrupt.remote()
             for ref, (job, _) in running.items():
-                code, log = self._result(ref, job, timeout=120)
-                if job.log:
-                    with open(job.log, "a") as f:
-                        f.write(log)
+                self._result(ref, job, timeout=120)
             raise
         return codes
 
@@ -353,11 +348,17 @@ class RayExecutor:
         except Exception:  # a dead actor: its run's result says so
             pass
 
-    def _result(self, ref: Any, job: SeedJob, timeout: float | None = None) -> tuple[int, str]:
+    def _result(self, ref: Any, job: SeedJob, timeout: float | None = None) -> int:
+        """A seed's exit code, its log appended to the job's log file here."""
         try:
-            return self._ray.get(ref, timeout=timeout)
+            code, log = self._ray.get(ref, timeout=timeout)
         except Exception as e:  # the actor (its node, its process) died under the seed
-            return -9, f"\nthe Ray actor training seed {job.seed} died: {type(e).__name__}: {e}\n"
+            code = -9
+            log = f"\nthe Ray actor training seed {job.seed} died: {type(e).__name__}: {e}\n"
+        if job.log:
+            with open(job.log, "a") as f:
+                f.write(log)
+        return code
 
     def _alive(self, actor: Any) -> bool:
         try:
