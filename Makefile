@@ -69,7 +69,13 @@ demo: data
 server: $(STAMP)
 	$(BIN)/xp server $(SERVER_ARGS)
 
+# The browser test (tests/e2e/test_ui.py) needs Debian's chromium: installed here where we can
+# (as root, with apt-get); elsewhere that test skips, and fails under CI=true.
 test: $(STAMP)
+	@command -v chromium >/dev/null || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "(no chromium: the browser test will skip; apt-get install -y chromium)"
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest
 
 lint: $(STAMP)

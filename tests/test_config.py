@@ -9,6 +9,7 @@ from xp.config import (
     higher_is_better,
     load_config,
     parse_overrides,
+    run_name,
 )
 
 PROJECTS = Path(__file__).resolve().parents[1] / "projects"
@@ -77,6 +78,45 @@ def test_config_hash_ignores_seeds_but_not_hyperparameters():
     assert config_hash(load_config("digits", ["optim.lr=0.002"], PROJECTS)) != base
     execution = ["train.threads=2", "train.device=cpu", "train.checkpoint_every=5"]
     assert config_hash(load_config("digits", execution, PROJECTS)) == base
+
+
+def test_run_names_say_what_differs_from_the_project_config():
+    def name(overrides: list[str], suffix: str = "s3") -> str:
+        return run_name(load_config("digits", overrides, PROJECTS), PROJECTS, suffix)
+
+    assert name(["optim.layer_decay=0.7", "seed=3"]) == "digits layer_decay=0.7 s3"
+    # a value equal to the project's, seeds and execution settings are not differences
+    assert name(["optim.lr=0.001", "seed.init=9", "train.threads=2", "train.device=cpu"]) == (
+        "digits s3"
+    )
+    assert name(["train.freeze_layers=3", "optim.lr=0.01"], "x5") == (
+        "digits lr=0.01 freeze_layers=3 x5"  # in the config file's order
+    )
+    # two differing keys with the same last part keep their sections
+    both = name(["train.batch_size=8", "eval.batch_size=16", "model.dropout=0.3"])
+    assert both == "digits dropout=0.3 train.batch_size=8 eval.batch_size=16 s3"
+    many = name(
+        [
+            "optim.betas=[0.8,0.99]",
+            "optim.weight_decay=0.05",
+            "schedule.warmup=0.2",
+            "schedule.decay=cosine",
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.clip_norm=0.5",
+            "eval.every=5",
+            "eval.patience=3",
+            "model.reinit_layers=1",
+            "train.freeze_embeddings=true",
+            "train.unfreeze_every=4",
+            "eval.min_delta=0.001",
+        ]
+    )
+    assert (
+        len(many) <= 120
+        and many.startswith("digits reinit_layers=1 weight_decay=0.05 betas=[0.8,0.99] ")
+        and many.endswith(" more s3")
+    )
 
 
 def test_flatten_uses_dotted_keys_and_schema_seed_names():

@@ -85,6 +85,16 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     assert "seed" not in parent.data.params and parent.data.params["optim.lr"] == "0.001"
     children = _children(parent_id)
     assert len(children) == 3
+    # readable names in the MLflow UI: what differs from digits' config.yaml, then seeds
+    assert parent.info.run_name == "digits epochs=3 every=5 patience=null x3"
+    assert sorted(c.info.run_name for c in children) == [
+        f"digits epochs=3 every=5 patience=null s{s}" for s in (1, 2, 3)
+    ]
+    described = tags["mlflow.note.content"]  # the description the UI shows, in markdown
+    mean, low = metrics["test/f1/mean"], metrics["test/f1/ci95_low"]
+    assert f"**test/f1 = {mean:.4f}**, 95% CI [{low:.4f}, " in described
+    assert "n = 3 of 3 seeds (1, 2, 3)" in described and "failed seeds: none" in described
+    assert "verdict: none (no `--baseline` given)" in described
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
     assert {c.data.tags["xp.config_hash"] for c in children} == {tags["xp.config_hash"]}
     for key in ("test/f1", "test/accuracy", "best/val/f1"):
@@ -119,6 +129,9 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     # the second configuration, with the first as its baseline, gets a verdict
     other = mlflow.get_run(ids["strong"])
     assert other.data.tags["xp.verdict"] == "holds"
+    described = other.data.tags["mlflow.note.content"]
+    assert f"baseline: run `{parent_id}`, mean {metrics['test/f1/mean']:.4f}" in described
+    assert "verdict: **holds**: improvement " in described and "one-sided Welch p = " in described
     assert other.data.tags["xp.baseline"] == parent_id
     assert "verdict: holds" in digits_groups["stdout"]["strong"]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(other.info.run_id, "report")}

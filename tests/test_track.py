@@ -36,6 +36,21 @@ def test_buffered_metrics_all_reach_the_store_in_step_order(tmp_path):
     assert mlflow.get_run(tracker.run_id).info.status == "FINISHED"
 
 
+def test_a_run_whose_last_metrics_cannot_be_written_does_not_end_finished(tmp_path):
+    from xp.metric_writer import WriterError
+
+    tracker = start_tracker(True, "unit", tmp_path)
+    tracker.log_metrics({"train/loss": 1.0}, 1)
+
+    def lost(*_a):
+        raise WriterError("the store refused the batch")
+
+    tracker.flush = lost
+    with pytest.raises(WriterError):
+        tracker.end("FINISHED")
+    assert mlflow.get_run(tracker.run_id).info.status == "FAILED"
+
+
 def test_params_already_logged_by_mlflow_run_are_kept(tmp_path):
     tracker = start_tracker(True, "unit", tmp_path)
     mlflow.MlflowClient().log_param(tracker.run_id, "optim.lr", "3e-4")  # as `-P` logs it

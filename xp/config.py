@@ -368,6 +368,39 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
+def differences(config: Config, projects_dir: Path) -> list[str]:
+    """What sets this config apart from its project's `config.yaml`, as `key=value` items.
+
+    Seeds and execution settings are left out (as from the config hash). A key is shortened to
+    its last part (`optim.layer_decay` -> `layer_decay`) unless two differing keys share it.
+    """
+    own, base = flatten(config), flatten(load_config(config.project, [], projects_dir))
+    skip = {f"{s}.{k}" for s, keys in EXECUTION_KEYS.items() for k in keys} | {"project"}
+    keys = [k for k in own if k != "seed" and not k.startswith("seed.") and k not in skip
+            and own[k] != base.get(k)]  # fmt: skip
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    # as a user types it: a list is one word; null, true, false as in YAML
+    value = {k: YAML_WORDS.get(own[k], own[k].replace(", ", ",")) for k in keys}
+    return [f"{k if last.count(s) > 1 else s}={value[k]}" for k, s in zip(keys, last, strict=True)]
+
+
+YAML_WORDS = {"None": "null", "True": "true", "False": "false"}
+RUN_NAME_CHARS = 120  # what the MLflow UI's runs table shows without a tooltip, roughly
+
+
+def run_name(config: Config, projects_dir: Path, suffix: str) -> str:
+    """MLflow's run name: `<project> <what differs> <suffix>`, e.g. `digits layer_decay=0.7 s3`.
+
+    A long list of differences is cut, saying how many were left out (the params hold them all).
+    """
+    shown, rest = [], differences(config, projects_dir)
+    while rest and len(" ".join([config.project, *shown, rest[0], suffix])) <= RUN_NAME_CHARS:
+        shown.append(rest.pop(0))
+    if rest:
+        shown.append(f"+{len(rest)} more")
+    return " ".join([config.project, *shown, suffix])
+
+
 def to_yaml(config: Config) -> str:
     """The resolved config as YAML (what a run records as `config.yaml`)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

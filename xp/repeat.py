@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from xp import XpError, stats
-from xp.config import Config, flatten, higher_is_better
+from xp.config import Config, flatten, higher_is_better, run_name
 from xp.executor import Executor, OnEvent, SeedJob
 
 SUCCESS = ("ok", "early_stopped")
@@ -331,7 +331,8 @@ def record_summary(
     from xp.track import scratch_dir
 
     tracker.log_metrics(parent_metrics(summary), 0)
-    tags = {"xp.failed_seeds": ",".join(map(str, summary["failed_seeds"]))}
+    tags = {"xp.failed_seeds": ",".join(map(str, summary["failed_seeds"])),
+            "mlflow.note.content": report.note(summary)}  # fmt: skip
     if summary.get("verdict"):
         tags["xp.verdict"] = summary["verdict"]
     tracker.set_tags(tags)
@@ -410,6 +411,7 @@ def repeat(
                  "xp.alpha": str(alpha), "xp.min_effect": str(min_effect)})  # fmt: skip
     if baseline:
         tags["xp.baseline"] = baseline
+    tags["mlflow.runName"] = run_name(config, root / "projects", f"x{len(seeds)}")
     import os
 
     existing = None

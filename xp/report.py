@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +158,7 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
     cmp = summary.get("comparison")
     if cmp:
         base = summary["baseline"]
-        what = (
-            f"run {base['id']}" if base["kind"] == "run" else f"the fixed value {base['values'][0]}"
-        )
+        what = _baseline_label(base)
         mw = cmp.get("mann_whitney", {})
         rows = [
             ["quantity", "value"],
@@ -190,6 +189,41 @@ READING = (
     "p < 0.05 with 3 seeds against 3. Failed seeds (NaN, or no better than the trivial baseline) "
     "are listed and left out of the main statistics; the `all` rows include them."
 )
+
+
+def _baseline_label(base: dict[str, Any], quote: str = "") -> str:
+    if base["kind"] == "run":
+        return f"run {quote}{base['id']}{quote}"
+    return f"the fixed value {base['values'][0]}"
+
+
+def note(summary: dict[str, Any]) -> str:
+    """A repeat's MLflow description (`mlflow.note.content`, markdown in the UI): the summary."""
+    metric, seeds, failed = summary["metric"], summary["seeds"], summary["failed_seeds"]
+    s = summary["stats"].get(metric, {}).get("successful", {})
+    lines = [
+        f"**{metric} = {_fmt(s.get('mean'))}**, 95% CI [{_fmt(s.get('ci95_low'))}, "
+        f"{_fmt(s.get('ci95_high'))}], n = {s.get('n', 0)} of {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))})",
+        "",
+        f"- failed seeds: {', '.join(map(str, failed)) if failed else 'none'}",
+    ]
+    base, cmp = summary.get("baseline"), summary.get("comparison")
+    if base is None:
+        lines.append("- verdict: none (no `--baseline` given)")
+    else:
+        what = _baseline_label(base, "`")
+        lines.append(f"- baseline: {what}, mean {_fmt(statistics.fmean(base['values']))}")
+        if cmp:
+            lines.append(
+                f"- verdict: **{summary['verdict']}**: improvement {_fmt(cmp['diff'])}, 95% CI "
+                f"[{_fmt(cmp['diff_ci95_low'])}, {_fmt(cmp['diff_ci95_high'])}], one-sided Welch "
+                f"p = {_p(cmp['welch']['p_value'])}"
+            )
+        else:
+            lines.append("- verdict: none (fewer than 2 successful seeds)")
+    lines.append("- full report: artifacts `report/report.html`, `report/report.md`")
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(summary: dict[str, Any], title: str, images: list[str]) -> str:

@@ -196,11 +196,21 @@ class MlflowTracker:
         return info.model_uri
 
     def end(self, status: str) -> None:
-        """Flush and close the run with an MLflow status (FINISHED, FAILED, KILLED)."""
+        """Flush and close the run with an MLflow status (FINISHED, FAILED, KILLED).
+
+        A run whose last metrics could not be written is not FINISHED: it ends FAILED (KILLED
+        when the flush was interrupted) and the error goes on to the caller.
+        """
         try:
             self.flush()
             if self.mismatched_points:  # kept the first value of each; say that it differed
                 self.set_tags({"xp.resume.mismatched_points": str(self.mismatched_points)})
+        except KeyboardInterrupt:
+            status = "KILLED" if status == "FINISHED" else status
+            raise
+        except BaseException:
+            status = "FAILED" if status == "FINISHED" else status
+            raise
         finally:
             self._mlflow.end_run(status=status)
 
@@ -287,14 +297,46 @@ def start_tracker(
             ) from None
         run = mlflow.start_run(run_id=run_id)
     else:
-        run = mlflow.start_run(
-            experiment_id=experiment_for(project, repo_root), run_name=run_name, tags=tags
-        )
+        experiment_id = experiment_for(project, repo_root)
+        try:
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+        except Exception as e:
+            if not _forbidden(e):
+                raise
+            raise TrackingError(_write_refused(experiment_id)) from None
     tracker = MlflowTracker(run.info.run_id)
     tracker.resumed = resume_run_id is not None
     if run_id and tags:
         tracker.set_tags(tags)
     return tracker
+
+
+def _forbidden(e: BaseException) -> bool:
+    """MLflow's basic-auth app refused a request (HTTP 403)."""
+    return getattr(e, "error_code", None) == "PERMISSION_DENIED" or "error code 403" in str(e)
+
+
+def _write_refused(experiment_id: str) -> str:
+    """The one line for a user whose permission on an experiment does not let them write to it:
+    who, where, and the permission the server resolves for them (a user may ask about
+    themselves)."""
+    from urllib.parse import urlsplit
+
+    import mlflow
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or urlsplit(uri).username or "you"
+    name = mlflow.MlflowClient().get_experiment(experiment_id).name
+    try:
+        with warnings.catch_warnings():  # (it imports MLflow's server, which warns about Starlette)
+            warnings.simplefilter("ignore")
+            from mlflow.server.auth.client import AuthServiceClient
+
+        found = AuthServiceClient(uri).get_user_permission(user, "experiment", experiment_id)
+        permission = found.permission
+    except Exception:  # an older server, or a plugin's own auth: say what is known
+        permission = "no write access"
+    return f"{user} may not write to experiment {name} (permission {permission})"
 
 
 RESUMABLE = ("RUNNING", "KILLED")
@@ -430,6 +472,7 @@ def log_comparison(
     tracker = start_tracker(True, name, root, tags={
         "xp.kind": "compare", "xp.metric": result["metric"],
         "xp.compared_groups": str(len(result["groups"])),
+        "mlflow.runName": f"{name} compare {result['metric']} ({len(result['groups'])} configs)",
     })  # fmt: skip
     tracker.log_text(markdown, "compare/table.md")
     tracker.log_text(json_text, "compare/table.json")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from xp import XpError, checkpoint, numerics, record, supervise
-from xp.config import Config, higher_is_better, metrics_for
+from xp.config import Config, higher_is_better, metrics_for, run_name
 from xp.data import load_splits, take, to_tensors
 from xp.devices import device_label, pick_device
 from xp.metrics import task_metrics, trivial_baseline
@@ -188,6 +188,7 @@ def train(
     command = record.command_for(config.project, overrides or [])
     tags = record.tags_for(config, prov, t.deterministic, command)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
+    tags["mlflow.runName"] = run_name(config, root / "projects", f"s{config.seed.master}")
     if group:
         tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
     lock, saved, recorded = None, None, {}

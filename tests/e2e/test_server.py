@@ -134,7 +134,19 @@ def test_an_unreachable_store_or_wrong_credentials_is_one_line_at_once(
     repo, team_server, monkeypatch
 ):
     url = team_server["env"]["MLFLOW_TRACKING_URI"]
+    for key, value in team_server["env"].items():
+        monkeypatch.setenv(key, value)
+    from mlflow.server.auth.client import AuthServiceClient
+
+    # a teammate who may read the admin's `digits` experiment but not write to it
+    experiment = mlflow.MlflowClient().create_experiment("digits")
+    reader = {**team_server["env"], "MLFLOW_TRACKING_USERNAME": "reader",
+              "MLFLOW_TRACKING_PASSWORD": "reader-" + uuid.uuid4().hex}  # fmt: skip
+    auth = AuthServiceClient(url)
+    auth.create_user("reader", reader["MLFLOW_TRACKING_PASSWORD"])
+    auth.grant_user_permission("reader", "experiment", experiment, "READ")
     cases = {  # environment -> what the one line says
+        "read only": (reader, "error: reader may not write to experiment digits (permission READ)"),
         "server down": ({"MLFLOW_TRACKING_URI": f"http://admin:{PASSWORD}@127.0.0.1:{_free_port()}"},
                         "cannot reach the tracking server http://admin@127.0.0.1:"),
         "no database": ({"MLFLOW_TRACKING_URI": f"{POSTGRES}/xp_no_such_database"},
@@ -154,7 +166,7 @@ def test_an_unreachable_store_or_wrong_credentials_is_one_line_at_once(
         assert proc.returncode == 2 and len(lines) == 1, (case, proc.stderr)
         assert lines[0].startswith("error:") and expected in lines[0], (case, lines[0])
         assert PASSWORD not in proc.stderr
-    for key, value in team_server["env"].items():
-        monkeypatch.setenv(key, value)
+    proc = run(["xp", "train", "digits", *FAST_DIGITS], repo, env=reader, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == cases["read only"][1], proc.stderr
     client = mlflow.MlflowClient()  # nothing was recorded on the server
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
