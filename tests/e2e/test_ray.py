@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,17 +20,12 @@ import mlflow
 import pytest
 
 from tests.conftest import BIN, git, parent_id_in, run
+from tests.e2e.conftest import free_port
 from xp import supervise
 
 pytestmark = pytest.mark.e2e
 
 FAST = ["train.epochs=2", "eval.every=5", "eval.patience=null", "train.checkpoint_every=5"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def cluster(tmp_path_factory):
         pytest.skip("Ray is not installed (pip install -e '.[ray]')")
     home = tmp_path_factory.mktemp("rayhome")
     temp = tempfile.mkdtemp(prefix="xpray", dir="/tmp")  # (Ray's socket paths must be short)
-    port = _free_port()
+    port = free_port()
     env = {"XP_RAY_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
     run([str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
          "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
@@ -100,8 +94,13 @@ def test_seeds_on_ray_crash_alone_resume_and_match_local(cluster, repo, tmp_path
     }
 
 
-def test_ctrl_c_checkpoints_every_ray_seed_and_the_command_resumes(cluster, repo, tmp_path):
+def test_ctrl_c_checkpoints_every_ray_seed_and_the_command_resumes(
+    cluster, repo, tmp_path, team_server, monkeypatch
+):
+    """Into the team's server (PostgreSQL, basic auth), as README's walk-through does."""
     address, home = cluster
+    for key, value in team_server["env"].items():  # (the commands below inherit them)
+        monkeypatch.setenv(key, value)
     _with_remote(repo, tmp_path / "remote")
     git(repo, "commit", "-q", "--allow-empty", "-m", "another commit: its own node repo")
     args = ["xp", "repeat", "digits", "train.epochs=40", "eval.every=50", "eval.patience=null",
@@ -134,11 +133,16 @@ def test_ctrl_c_checkpoints_every_ray_seed_and_the_command_resumes(cluster, repo
         steps = [m.step for m in mlflow.MlflowClient().get_metric_history(
             k.info.run_id, "train/loss")]  # fmt: skip
         assert sorted(steps) == list(range(1, 401))
+    # readable in the team's UI: the repeat and its seeds say what differs, and which seed
+    assert mlflow.get_run(parent_id).info.run_name == "digits epochs=40 every=50 patience=null x2"
+    assert sorted(k.info.run_name for k in after) == [
+        f"digits epochs=40 every=50 patience=null s{s}" for s in (1, 2)
+    ]
 
 
 def test_a_cluster_mistake_is_one_line_and_records_nothing(cluster, repo, tmp_path):
     address, _ = cluster
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     git(repo, "commit", "-q", "--allow-empty", "-m", "a commit no node has data for")
     cases = [
         ((), closed, "no Ray cluster answers there"),

@@ -8,8 +8,6 @@ fail: CI must exercise PostgreSQL for real.
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -19,69 +17,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import FAST_DIGITS, parent_id_in, run
+from tests.e2e.conftest import PASSWORD, POSTGRES, free_port
 
 pytestmark = pytest.mark.e2e
-
-POSTGRES = os.environ.get("XP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-PASSWORD = "team-secret-" + uuid.uuid4().hex[:12]  # grepped for in everything xp writes
-
-
-def _postgres_or_skip() -> None:
-    import sqlalchemy
-
-    try:
-        engine = sqlalchemy.create_engine(f"{POSTGRES}/postgres", poolclass=sqlalchemy.NullPool,
-                                          connect_args={"connect_timeout": 5})  # fmt: skip
-        with engine.connect():
-            pass
-    except Exception as e:
-        message = f"no PostgreSQL at {POSTGRES} ({type(e).__name__})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}: CI must run the PostgreSQL tests")
-        pytest.skip(message)
-
-
-def _drop(database: str) -> None:
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(f"{POSTGRES}/postgres", isolation_level="AUTOCOMMIT",
-                                      poolclass=sqlalchemy.NullPool)  # fmt: skip
-    with engine.connect() as con:
-        con.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def database():
-    """A fresh PostgreSQL database URI (created by whoever opens it first), dropped afterwards."""
-    _postgres_or_skip()
-    name = f"xp_test_{uuid.uuid4().hex[:10]}"
-    yield f"{POSTGRES}/{name}"
-    _drop(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def team_server(database, tmp_path, monkeypatch):
-    """`xp server` (MLflow's server, basic auth, artifacts served) on a free port."""
-    from xp import server
-
-    spec = server.ServerSpec(
-        backend=database, artifacts=tmp_path / "served-artifacts",
-        state=tmp_path / "server-state", port=_free_port(), workers=2,
-    )  # fmt: skip
-    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)
-    proc = server.start(spec, tmp_path / "server.log")
-    env = {"MLFLOW_TRACKING_URI": spec.url, "MLFLOW_TRACKING_USERNAME": server.ADMIN,
-           "MLFLOW_TRACKING_PASSWORD": PASSWORD}  # fmt: skip
-    try:
-        yield {"spec": spec, "env": env, "database": database}
-    finally:
-        server.stop(proc)
 
 
 def test_the_chain_runs_against_a_team_server_on_postgresql(repo, team_server, monkeypatch):
@@ -147,7 +85,7 @@ def test_an_unreachable_store_or_wrong_credentials_is_one_line_at_once(
     auth.grant_user_permission("reader", "experiment", experiment, "READ")
     cases = {  # environment -> what the one line says
         "read only": (reader, "error: reader may not write to experiment digits (permission READ)"),
-        "server down": ({"MLFLOW_TRACKING_URI": f"http://admin:{PASSWORD}@127.0.0.1:{_free_port()}"},
+        "server down": ({"MLFLOW_TRACKING_URI": f"http://admin:{PASSWORD}@127.0.0.1:{free_port()}"},
                         "cannot reach the tracking server http://admin@127.0.0.1:"),
         "no database": ({"MLFLOW_TRACKING_URI": f"{POSTGRES}/xp_no_such_database"},
                         'database "xp_no_such_database" does not exist'),

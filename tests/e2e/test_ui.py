@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -21,6 +20,7 @@ import mlflow
 import pytest
 
 from tests.conftest import BIN
+from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -38,9 +38,7 @@ def _chromium() -> str:
 @pytest.fixture
 def mlflow_ui(digits_groups, tmp_path):
     """`mlflow ui` on the repeats' SQLite store, on a free port; its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     store = digits_groups["env"]["MLFLOW_TRACKING_URI"]
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen(
