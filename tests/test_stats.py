@@ -278,6 +278,33 @@ def test_expected_max_is_monotone_and_tends_to_the_max():
     assert e[-1] == pytest.approx(x.max(), abs=1e-12)
 
 
+def test_unbiased_expected_max_matches_hand_values_and_every_subset():
+    # k = 2 of [1, 2, 3, 4]: the 6 pairs' maxima are 2, 3, 4, 3, 4, 4 -> 20/6; k = 3: 3, 4, 4, 4
+    e = stats.expected_max_unbiased([4.0, 1.0, 3.0, 2.0])
+    assert e == pytest.approx([2.5, 20 / 6, 15 / 4, 4.0])
+    assert stats.expected_max_unbiased([4.0, 1.0, 3.0, 2.0], higher_is_better=False) == (
+        pytest.approx([2.5, 10 / 6, 5 / 4, 1.0])  # minima of the pairs: 1, 1, 1, 2, 2, 3
+    )
+    x = np.random.default_rng(5).normal(0.8, 0.05, 9)
+    x[3] = x[6]  # a tie
+    for k, value in enumerate(stats.expected_max_unbiased(x), start=1):
+        every = [max(c) for c in itertools.combinations(x, k)]
+        assert value == pytest.approx(np.mean(every), rel=1e-12)
+    # it differs from the with-replacement curve, which is biased low as k nears N
+    assert stats.expected_max_unbiased(x)[5] > stats.expected_max(x)[5]
+
+
+def test_expected_max_band_brackets_the_curve():
+    x = np.random.default_rng(8).normal(0.7, 0.1, 12)
+    low, high = stats.expected_max_band(x, rng=1)
+    curve = stats.expected_max_unbiased(x)
+    assert low.shape == high.shape == curve.shape == (12,)
+    assert np.all(low <= curve + 1e-12) and np.all(curve <= high + 1e-12)
+    assert high[-1] == pytest.approx(x.max()) and np.all(high - low > 0)
+    same = stats.expected_max_band([0.5])
+    assert same[0] == pytest.approx([0.5]) and same[1] == pytest.approx([0.5])
+
+
 def test_expected_max_lower_is_better_gives_expected_min():
     e = stats.expected_max([1.0, 2.0, 3.0], n_trials=2, higher_is_better=False)
     assert e == pytest.approx([2.0, 14 / 9])  # min of two: P(1)=5/9, P(2)=3/9, P(3)=1/9

@@ -447,6 +447,9 @@ def _stopped(e: BaseException, what: str) -> None:
     _fail(f"interrupted: {what}", EXIT_KILLED["SIGINT"])
 
 
+from xp import cli_search  # noqa: E402, F401  (registers `xp search` on the app)
+
+
 def _quiet_libraries() -> None:
     """Keep library chatter (store creation, model cards, progress bars) off the user's screen."""
     import logging

@@ -224,9 +224,13 @@ def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             first = seen[key]
+
+            def shown(n: yaml.Node) -> str:  # a scalar's text; a mapping or list by its line
+                line = f"line {n.start_mark.line + 1}"
+                return f"{line}: {n.value!r}" if isinstance(n, yaml.ScalarNode) else line
+
             raise ConfigError(
-                f"config key {key!r} is given twice (line {first.start_mark.line + 1}: "
-                f"{first.value!r}, line {value_node.start_mark.line + 1}: {value_node.value!r}); "
+                f"config key {key!r} is given twice ({shown(first)}, {shown(value_node)}); "
                 "keep the one you mean"
             )
         seen[key] = value_node
@@ -252,6 +256,18 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def read_yaml(path: Path) -> Any:
+    """A YAML file of ours (safe loader; a key given twice in a mapping is an error).
+
+    Raises:
+        ConfigError: invalid YAML, or a key given twice.
+    """
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (safe)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
 def load_config(project: str, overrides: list[str] | dict[str, Any], projects_dir: Path) -> Config:
     """Read `projects/<project>/config.yaml`, apply overrides and validate.
 
@@ -274,10 +290,7 @@ def load_config(project: str, overrides: list[str] | dict[str, Any], projects_di
             f"unknown project {project!r}; known projects: {', '.join(known) or 'none'} "
             f"(in {projects_dir})"
         )
-    try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}  # noqa: S506 (safe)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    raw = read_yaml(path) or {}
     parsed = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
     raw.setdefault("project", project)
     for key, value in parsed.items():
@@ -380,11 +393,22 @@ def differences(config: Config, projects_dir: Path) -> list[str]:
             and own[k] != base.get(k)]  # fmt: skip
     last = [k.rsplit(".", 1)[-1] for k in keys]
     # as a user types it: a list is one word; null, true, false as in YAML
-    value = {k: YAML_WORDS.get(own[k], own[k].replace(", ", ",")) for k in keys}
+    value = {k: YAML_WORDS.get(own[k], _short(own[k]).replace(", ", ",")) for k in keys}
     return [f"{k if last.count(s) > 1 else s}={value[k]}" for k, s in zip(keys, last, strict=True)]
 
 
 YAML_WORDS = {"None": "null", "True": "true", "False": "false"}
+
+
+def _short(value: str) -> str:
+    """A float with 4 significant digits (a search's 0.008464252827630286 -> 0.008464)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if any(c in value for c in ".e") else value
+
+
 RUN_NAME_CHARS = 120  # what the MLflow UI's runs table shows without a tooltip, roughly
 
 

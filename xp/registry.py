@@ -267,6 +267,8 @@ def version_tags(ev: dict[str, Any], parent_tags: dict[str, str]) -> dict[str, s
     }  # fmt: skip
     if ev.get("current"):
         tags["xp.replaces"] = str(ev["current"])
+    if parent_tags.get("xp.study"):  # a search's confirmation repeat: the study it came from
+        tags["xp.study"] = parent_tags["xp.study"]
     for k, v in parent_tags.items():
         if k.startswith("xp.data.") and k.endswith(".md5"):
             tags[k] = v

@@ -108,7 +108,7 @@ def plan_jobs(
     """Jobs for seeds still to train: killed ones resume, crashed or missing ones start anew."""
     jobs = []
     for r in runs:
-        if r.outcome in SUCCESS or r.outcome == "failed":
+        if r.outcome in SUCCESS or r.outcome in ("failed", "pruned"):
             continue  # a finished seed, successful or not, is a result: never trained twice
         args = [*base_args, f"seed={r.seed}", f"train.threads={threads}", "--group", parent_id]
         if r.outcome == "killed" and r.run_id:
@@ -295,7 +295,7 @@ def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
 
 
 def _same_provenance(run: Any, tags: dict[str, str]) -> bool:
-    keys = [k for k in tags if k.endswith(".md5")] + ["xp.git.commit", "xp.seeds"]
+    keys = [k for k in tags if k.endswith(".md5")] + ["xp.git.commit", "xp.seeds", "xp.study"]
     return all(run.data.tags.get(k) == tags.get(k) for k in keys)
 
 
@@ -355,6 +355,7 @@ def repeat(
     min_effect: float = 0.0,
     on_event: OnEvent | None = None,
     on_parent: Any = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train every seed of one configuration under a parent run and summarise them.
 
@@ -370,6 +371,8 @@ def repeat(
         min_effect: smallest improvement that counts, in metric units.
         on_event: progress callback of the executor.
         on_parent: called with the parent run id once it exists.
+        extra_tags: tags of the parent besides xp's own (a search's `xp.study`, `xp.stage`,
+            `mlflow.parentRunId`); `xp.study` is part of what a resumed repeat must match.
 
     Returns:
         The summary, with `parent_run_id` and `report_dir` added.
@@ -412,6 +415,7 @@ def repeat(
     if baseline:
         tags["xp.baseline"] = baseline
     tags["mlflow.runName"] = run_name(config, root / "projects", f"x{len(seeds)}")
+    tags.update(extra_tags or {})  # a search's confirmation: its study, nested under it
     import os
 
     existing = None

@@ -226,10 +226,23 @@ def note(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+Sections = list[tuple[str, list[list[str]] | str]]
+
+
 def to_markdown(summary: dict[str, Any], title: str, images: list[str]) -> str:
     """The report as Markdown (images referenced next to it)."""
+    return render_markdown(_sections(summary, title), title, images)
+
+
+def to_html(summary: dict[str, Any], title: str, images: dict[str, bytes]) -> str:
+    """The report as one self-contained HTML file (plots embedded as base64 PNG)."""
+    return render_html(_sections(summary, title), title, images)
+
+
+def render_markdown(sections: Sections, title: str, images: list[str]) -> str:
+    """(heading, paragraph or table rows) sections as Markdown, images referenced."""
     out = [f"# {title}\n"]
-    for heading, body in _sections(summary, title):
+    for heading, body in sections:
         out.append(f"## {heading}\n")
         if isinstance(body, str):
             out.append(body + "\n")
@@ -242,13 +255,13 @@ def to_markdown(summary: dict[str, Any], title: str, images: list[str]) -> str:
     return "\n".join(out)
 
 
-def to_html(summary: dict[str, Any], title: str, images: dict[str, bytes]) -> str:
-    """The report as one self-contained HTML file (plots embedded as base64 PNG)."""
+def render_html(sections: Sections, title: str, images: dict[str, bytes]) -> str:
+    """Sections as one self-contained HTML file (plots embedded as base64 PNG)."""
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>",
              f"<h1>{html.escape(title)}</h1>"]  # fmt: skip
-    for heading, body in _sections(summary, title):
+    for heading, body in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(body, str):
             text = html.escape(body).replace("**", "")

@@ -56,6 +56,7 @@ class MlflowTracker:
     """An MLflow run: tags and params at once, metrics buffered, artifacts and models."""
 
     enabled = True
+    detached = False  # not MLflow's active run: ended through the client
 
     def __init__(self, run_id: str, flush_every: int = 1000, flush_seconds: float = 2.0):
         import mlflow
@@ -212,7 +213,10 @@ class MlflowTracker:
             status = "FAILED" if status == "FINISHED" else status
             raise
         finally:
-            self._mlflow.end_run(status=status)
+            if self.detached:
+                self._client.set_terminated(self.run_id, status)
+            else:
+                self._mlflow.end_run(status=status)
 
 
 class NullTracker:
@@ -272,11 +276,14 @@ def start_tracker(
     resume_run_id: str | None = None,
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
+    detached: bool = False,
 ) -> Tracker:
     """Open the run that records a training job.
 
     Under `mlflow run`, the run MLflow created (`MLFLOW_RUN_ID`) is used. With `resume_run_id`,
-    that run is reopened and continues where it stopped.
+    that run is reopened and continues where it stopped. `detached`: the run is not MLflow's
+    active run (a search's study run, under which repeats open runs of their own); such a
+    tracker logs no inputs or models.
 
     Raises:
         TrackingError: `resume_run_id` names no run in the store.
@@ -295,16 +302,22 @@ def start_tracker(
                 f"unknown run id {run_id!r} in {redact(os.environ['MLFLOW_TRACKING_URI'])}; "
                 "list runs with `mlflow ui` or `mlflow runs list`"
             ) from None
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.MlflowClient().get_run(run_id) if detached else mlflow.start_run(run_id=run_id)
+        if detached and run.info.status != "RUNNING":
+            mlflow.MlflowClient().update_run(run_id, status="RUNNING")
     else:
         experiment_id = experiment_for(project, repo_root)
         try:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+            if detached:
+                run = mlflow.MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name)
+            else:
+                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
         except Exception as e:
             if not _forbidden(e):
                 raise
             raise TrackingError(_write_refused(experiment_id)) from None
     tracker = MlflowTracker(run.info.run_id)
+    tracker.detached = detached
     tracker.resumed = resume_run_id is not None
     if run_id and tags:
         tracker.set_tags(tags)

@@ -10,6 +10,7 @@ exactly (`--resume <run_id>`).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -44,7 +45,7 @@ class Result:
     """What a training job ended with."""
 
     run_id: str
-    outcome: str  # ok | failed | early_stopped | killed
+    outcome: str  # ok | failed | early_stopped | pruned | killed
     status: str  # MLflow status: FINISHED | FAILED | KILLED
     message: str = ""
     test: dict[str, float] = field(default_factory=dict)
@@ -189,6 +190,7 @@ def train(
     tags = record.tags_for(config, prov, t.deterministic, command)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
     tags["mlflow.runName"] = run_name(config, root / "projects", f"s{config.seed.master}")
+    tags.update(json.loads(os.environ.get("XP_RUN_TAGS") or "{}"))  # a search trial's xp.study...
     if group:
         tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
     lock, saved, recorded = None, None, {}
@@ -289,6 +291,11 @@ def _fit(
         tracker.log_artifacts(last_dir, "checkpoints/last")
 
     metric = ev.metric
+    pruning = None
+    if os.environ.get("XP_SEARCH_TRIAL"):  # a trial of a search with a pruner
+        from xp.search import Pruning
+
+        pruning = Pruning.from_env()
     # fault injection, to test failure handling end to end: XP_FAULT_NAN_SEEDS=2,5
     nan_fault = str(config.seed.master) in os.environ.get("XP_FAULT_NAN_SEEDS", "").split(",")
     n_train = len(feats["train"]["labels"])
@@ -363,6 +370,10 @@ def _fit(
                         if ev.patience and state["bad_evals"] >= ev.patience:
                             outcome = state["outcome"] = "early_stopped"
                             break
+                    if pruning is not None and pruning.should_stop(step, val):
+                        outcome = state["outcome"] = "pruned"
+                        message = f"pruned by the search's pruner at step {step}"
+                        break
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
                     save_resume_point()
                 if stop.signal is not None or step >= total:
@@ -411,6 +422,14 @@ def _finish(
         tracker.set_tags({"xp.outcome": "failed", "xp.failure": message})
         tracker.end("FAILED")
         return Result(tracker.run_id, "failed", "FAILED", message, steps=state["step"])
+    if outcome == "pruned":  # a search trial stopped early: a result, never tested or ranked
+        tracker.set_tags({"xp.outcome": "pruned", "xp.pruned_at_step": str(state["step"]),
+                          "xp.best_step": str(state["best_step"])})  # fmt: skip
+        tracker.log_metrics({f"best/val/{k}": v for k, v in state["best_val"].items()},
+                            state["step"])  # fmt: skip
+        tracker.end("FINISHED")
+        return Result(tracker.run_id, "pruned", "FINISHED", message, steps=state["step"],
+                      best_val=state["best_val"])  # fmt: skip
 
     checkpoint.load_weights(best_dir, model)
     tracker.log_artifacts(best_dir, "checkpoints/best")

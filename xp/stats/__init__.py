@@ -36,12 +36,19 @@ Pure numpy/scipy/statsmodels: no I/O, no logging. Every random function takes
 
 from xp.stats.equivalence import tost
 from xp.stats.one_arm import bootstrap_interval, describe, t_interval
-from xp.stats.planning import expected_max, power_of, seeds_needed
+from xp.stats.planning import (
+    expected_max,
+    expected_max_band,
+    expected_max_unbiased,
+    power_of,
+    seeds_needed,
+)
 from xp.stats.two_arms import holm, mann_whitney, min_rank_p, prob_improvement, welch_test
 from xp.stats.verdict import compare, verdict
 
 __all__ = [
-    "bootstrap_interval", "compare", "describe", "expected_max", "holm", "mann_whitney",
-    "min_rank_p", "power_of", "prob_improvement", "seeds_needed", "t_interval", "tost", "verdict",
+    "bootstrap_interval", "compare", "describe", "expected_max", "expected_max_band",
+    "expected_max_unbiased", "holm", "mann_whitney", "min_rank_p", "power_of",
+    "prob_improvement", "seeds_needed", "t_interval", "tost", "verdict",
     "welch_test",
 ]  # fmt: skip

@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+from scipy.special import gammaln
 
 from xp.stats._checks import (
     ArrayLike,
@@ -173,3 +174,62 @@ def expected_max(
     cdf = np.arange(1, n) / n  # i / N
     k = np.arange(1, k_max + 1)[:, None]
     return v[-1] - (gaps[None, :] * cdf[None, :] ** k).sum(axis=1)
+
+
+def expected_max_unbiased(scores: ArrayLike, higher_is_better: bool = True) -> np.ndarray:
+    """Unbiased estimate of the expected best score of k = 1..N trials (Dodge et al. 2021,
+    "Expected Validation Performance and Estimation of a Random Variable's Maximum").
+
+    The average, over all C(N, k) subsets of k of the N observed scores, of the subset's best:
+    with v_(1) <= ... <= v_(N), E[max_k] = sum_{i>=k} v_(i) * C(i-1, k-1) / C(N, k), a
+    U-statistic, so unbiased for the expected maximum of k i.i.d. trials (the with-replacement
+    form, `expected_max`, is biased low for k near N). E[max_1] is the mean and E[max_N] the
+    observed best.
+
+    Args:
+        scores: the N observed scores (one per finished trial).
+        higher_is_better: False for loss-like metrics (the expected minimum).
+
+    Returns:
+        Array [E[best_1], ..., E[best_N]].
+
+    Raises:
+        ValueError: empty scores, NaN or inf.
+    """
+    x = _scores(scores)
+    if not higher_is_better:
+        return -expected_max_unbiased(-x)
+    v = np.sort(x)
+    n = v.size
+    i = np.arange(1, n + 1)[None, :]  # rank of each score
+    k = np.arange(1, n + 1)[:, None]
+    with np.errstate(invalid="ignore"):  # C(i-1, k-1) is 0 where i < k: the log form is -inf
+        log_w = (
+            gammaln(i) - gammaln(k) - gammaln(i - k + 1) - (gammaln(n + 1) - gammaln(k + 1)
+                                                            - gammaln(n - k + 1))
+        )  # fmt: skip
+    w = np.where(i >= k, np.exp(np.where(i >= k, log_w, 0.0)), 0.0)
+    return (w * v[None, :]).sum(axis=1)
+
+
+def expected_max_band(
+    scores: ArrayLike,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    rng: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A percentile bootstrap band around `expected_max_unbiased` (scipy.stats.bootstrap,
+    resampling the trials): (low, high), each of length N. With one score the band is that
+    score."""
+    x = _scores(scores)
+    if x.size < 2 or np.all(x == x[0]):
+        curve = expected_max_unbiased(x, higher_is_better)
+        return curve, curve
+    from scipy import stats as sps
+
+    res = sps.bootstrap(
+        (x,), lambda s: expected_max_unbiased(s, higher_is_better), vectorized=False,
+        n_resamples=n_resamples, confidence_level=confidence, method="percentile", rng=rng,
+    )  # fmt: skip
+    return np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
