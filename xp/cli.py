@@ -499,5 +499,7 @@ def entry() -> None:
     leave(code)
 
 
-if __name__ == "__main__":  # `python -m xp.cli`, as MLproject runs it
-    entry()
+if __name__ == "__main__":  # `python -m xp.cli`, as MLproject runs it: through the module
+    from xp.cli import entry as _entry  # `xp.cli`, on whose app `xp search` is registered
+
+    _entry()

@@ -82,12 +82,10 @@ def test_a_search_confirms_its_best_on_fresh_seeds_and_survives_kill_9(repo):
     assert summary["winner"]["command"].startswith("xp repeat digits train.epochs=6")
 
     # promoting a confirmation records the study on the version
-    winner = tags["xp.winner"]
-    run(["xp", "promote", winner, "--name", "digits-searched", "--min-seeds", "2"], repo,
-        check=False)  # fmt: skip
-    versions = mlflow.MlflowClient().search_model_versions("name = 'digits-searched'")
-    for v in versions:
-        assert v.tags["xp.study"] == study.info.run_id
+    run(["xp", "promote", tags["xp.winner"], "--name", "digits-searched", "--min-seeds", "2"],
+        repo)  # fmt: skip
+    (version,) = mlflow.MlflowClient().search_model_versions("name = 'digits-searched'")
+    assert version.tags["xp.study"] == study.info.run_id
 
 
 BAD = {
@@ -117,3 +115,46 @@ def test_a_bad_search_is_one_line_and_records_nothing(repo):
         assert expected in lines[0], (case, lines[0])
     assert _runs("attributes.status != 'X'") == []
     assert not (repo / "optuna.db").exists()
+
+
+def test_a_study_on_a_team_server_lives_in_postgresql_and_a_rerun_trains_nothing(
+    repo, team_server, monkeypatch
+):
+    from tests.e2e.conftest import _drop
+    from xp.server import ensure_database
+
+    env = team_server["env"]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cmd = ["xp", "search", "digits", *FAST, "--trials", "2", "--jobs", "2", "--confirm-top", "1",
+           "--confirm-seeds", "2"]  # fmt: skip
+    proc = run(cmd, repo, check=False)  # a server holds no Optuna study: say what to give
+    assert proc.returncode == 2 and "needs a database every machine reaches" in proc.stderr
+    storage = team_server["database"] + "_study"
+    ensure_database(storage)
+    try:
+        first = run([*cmd, "--storage", storage], repo)
+        assert "winner's curse" in first.stdout
+        count = len(_runs("attributes.status != 'X'"))
+        again = run([*cmd, "--storage", storage], repo)  # the same study: nothing trains again
+        assert "resuming" in again.stdout and "trial 0:" not in again.stdout, again.stdout
+        assert len(_runs("attributes.status != 'X'")) == count
+        import optuna
+
+        (summary,) = optuna.get_all_study_summaries(storage)
+        assert summary.n_trials == 2 and summary.study_name.startswith("xp-digits-")
+    finally:
+        _drop(storage.rsplit("/", 1)[-1])
+
+
+def test_the_mlflow_run_search_entry_point(repo):
+    run(["mlflow", "run", ".", "-e", "search", "-P", "project=digits", "-P", "trials=2", "-P",
+         "jobs=2", "-P", "confirm_top=1", "-P", "confirm_seeds=2", "-P", "train.epochs=3",
+         "--env-manager", "local", "--experiment-name", "digits"], repo)  # fmt: skip
+    (study,) = _runs("tags.`xp.kind` = 'search'")
+    assert study.info.status == "FINISHED" and study.data.tags["mlflow.project.entryPoint"] == (
+        "search"
+    )
+    assert study.data.params["train.epochs"] == "3" and study.data.tags["xp.winner"]
+    trials = _runs(f"tags.`xp.study` = '{study.info.run_id}' and tags.`xp.stage` = 'search'")
+    assert len(trials) == 2
