@@ -232,6 +232,33 @@ def _ours_to_resume(trial: Any) -> bool:
         return False
 
 
+OVER_BUDGET = "xp_over_budget"  # asked by two drivers for the last place: closed, never trained
+
+
+def counted(study: Any) -> list[Any]:
+    """The study's trials, less those asked past the budget by a concurrent driver."""
+    return [t for t in study.get_trials(deepcopy=False) if not t.system_attrs.get(OVER_BUDGET)]
+
+
+def _wait_for_other_drivers(study: Any, say: Progress) -> None:
+    """Trials another live driver is training (on this machine or another) close before this one
+    goes on to confirm: a study's trials are its drivers' together."""
+    import time
+
+    import optuna
+
+    told = False
+    while True:
+        running = optuna.trial.TrialState.RUNNING
+        theirs = [t.number for t in counted(study) if t.state == running and not _ours_to_resume(t)]
+        if not theirs:
+            return
+        if not told:
+            say(f"waiting for trial(s) {', '.join(map(str, theirs))} of another driver")
+            told = True
+        time.sleep(2)
+
+
 def _outcome(runs: list[Any], metric: str) -> tuple[str, float | None]:
     """What a trial's seeds came to: (complete|pruned|fail|open, value)."""
     outcomes = {r.outcome for r in runs}
@@ -262,7 +289,7 @@ def run_trials(study: Any, space: dict, *, study_run: str, base: list[str], tria
     jobs = max(1, getattr(executor, "jobs", 1))
     left_open: set[int] = set()  # killed in this invocation: the next command resumes them
     while True:
-        every = study.get_trials(deepcopy=False)
+        every = counted(study)
         closed = [t for t in every if t.state.is_finished()]
         running = [t for t in every if t.state == state.RUNNING]
         batch = [t for t in running if t.number not in left_open and _ours_to_resume(t)][:jobs]
@@ -270,9 +297,15 @@ def run_trials(study: Any, space: dict, *, study_run: str, base: list[str], tria
         while len(batch) < jobs and room > 0:
             trial = study.ask(space)
             study._storage.set_trial_system_attr(trial._trial_id, "xp_driver", _driver())
+            if sum(t.number < trial.number for t in counted(study)) >= trials:
+                # another driver took the last place a moment ago: this one never trains
+                study._storage.set_trial_system_attr(trial._trial_id, OVER_BUDGET, True)
+                study.tell(trial, state=state.FAIL)
+                break
             batch.append(study._storage.get_trial(trial._trial_id))
             room -= 1
         if not batch:
+            _wait_for_other_drivers(study, say)
             return
         planned = []
         for t in batch:
@@ -319,8 +352,8 @@ def _find_study_run(experiment_id: str, name: str) -> str | None:
     from xp import track
 
     found = track.search_runs(f"tags.`xp.study_name` = '{name}'", [experiment_id])
-    found.sort(key=lambda r: r.info.start_time)
-    return found[-1].info.run_id if found else None
+    found.sort(key=lambda r: (r.info.start_time, r.info.run_id))
+    return found[0].info.run_id if found else None  # the first: drivers started at once agree
 
 
 def search(config: Config, root: Path, *, overrides: list[str], space_path: Path, trials: int,
@@ -370,6 +403,13 @@ def search(config: Config, root: Path, *, overrides: list[str], space_path: Path
     existing = None if os.environ.get("MLFLOW_RUN_ID") else _find_study_run(experiment_id, name)
     tracker = track.start_tracker(True, config.project, root, resume_run_id=existing, tags=tags,
                                   detached=True)  # fmt: skip
+    if existing is None and not os.environ.get("MLFLOW_RUN_ID"):
+        first = _find_study_run(experiment_id, name)  # another driver created one at once?
+        if first != tracker.run_id:
+            track.delete_run(tracker.run_id)
+            existing = first
+            tracker = track.start_tracker(True, config.project, root, resume_run_id=first,
+                                          tags=tags, detached=True)  # fmt: skip
     os.environ.pop("MLFLOW_RUN_ID", None)  # the confirmation repeats open runs of their own
     study_run = tracker.run_id
     say(f"study run {study_run} {'resuming' if existing else 'started'} (Optuna study {name})")
@@ -384,7 +424,7 @@ def search(config: Config, root: Path, *, overrides: list[str], space_path: Path
                    experiment_id=experiment_id, say=say, on_event=on_event)  # fmt: skip
         import optuna
 
-        open_trials = [t.number for t in study.get_trials(deepcopy=False)
+        open_trials = [t.number for t in counted(study)
                        if t.state == optuna.trial.TrialState.RUNNING]  # fmt: skip
         if open_trials:
             numbers = ", ".join(map(str, open_trials))
@@ -422,8 +462,7 @@ def confirm(study: Any, space: dict, config: Config, root: Path, *, overrides: l
 
     from xp.repeat import repeat
 
-    complete = [t for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE]  # fmt: skip
+    complete = [t for t in counted(study) if t.state == optuna.trial.TrialState.COMPLETE]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete.sort(key=lambda t: -t.value if maximize else t.value)
     if top > len(complete):

@@ -13,6 +13,7 @@ from typing import Any
 from xp import stats
 from xp.config import higher_is_better
 from xp.report import _fmt, pyplot, render_html, render_markdown
+from xp.search import counted
 
 PLOTS = ("expected_max.png", "search_vs_confirmed.png")
 
@@ -35,7 +36,7 @@ def summarize(study: Any, space: dict, confirmed: list[dict[str, Any]], metric: 
     better_high = higher_is_better(metric)
     test_metric = "test/" + metric.rsplit("/", 1)[-1]
     trials = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
-               "params": dict(t.params)} for t in study.get_trials(deepcopy=False)]  # fmt: skip
+               "params": dict(t.params)} for t in counted(study)]  # fmt: skip
     values = [t["value"] for t in trials if t["state"] == "complete"]
     out: dict[str, Any] = {
         "metric": metric, "test_metric": test_metric, "project": project,

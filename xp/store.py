@@ -7,8 +7,10 @@ cannot be opened, is one line before any run exists.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from xp import XpError, one_line
@@ -44,10 +46,27 @@ def configure_store(repo_root: Path) -> str:
     _check_scheme(uri)
     if uri.startswith("sqlite:///"):
         install_sqlite_pragmas()
-        _enable_wal(Path(uri.removeprefix("sqlite:///")), uri)
-    _check_store(uri)
+        db = Path(uri.removeprefix("sqlite:///"))
+        _enable_wal(db, uri)
+        with _creation_lock(db):  # two first commands at once would both create the tables
+            _check_store(uri)
+    else:
+        _check_store(uri)
     _CHECKED.add(uri)
     return uri
+
+
+@contextlib.contextmanager
+def _creation_lock(db: Path) -> Iterator[None]:
+    """An exclusive lock on `<db>-xp-lock` while a process opens (maybe creates) a SQLite store."""
+    import fcntl
+
+    with open(db.with_name(db.name + "-xp-lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 _CHECKED: set[str] = set()  # stores opened once by this process

@@ -431,6 +431,13 @@ def search_runs(filter_string: str, experiment_ids: list[str] | None = None) -> 
             return runs
 
 
+def delete_run(run_id: str) -> None:
+    """Delete a run (MLflow's soft delete: `mlflow gc` removes it for good)."""
+    import mlflow
+
+    mlflow.MlflowClient().delete_run(run_id)
+
+
 def children_of(parent_id: str) -> list[Any]:
     """The training runs of a repeat (tagged `xp.group = <parent>`)."""
     parent = get_run(parent_id)

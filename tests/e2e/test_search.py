@@ -17,7 +17,7 @@ from xp import stats
 
 pytestmark = pytest.mark.e2e
 
-FAST = ["train.epochs=6", "eval.every=5", "eval.patience=null", "train.checkpoint_every=5"]
+FAST = ["train.epochs=4", "eval.every=5", "eval.patience=null", "train.checkpoint_every=5"]
 ARGS = ["--trials", "4", "--jobs", "2", "--method", "tpe", "--confirm-top", "2",
         "--confirm-seeds", "2"]  # fmt: skip
 
@@ -56,7 +56,7 @@ def test_a_search_confirms_its_best_on_fresh_seeds_and_survives_kill_9(repo):
         assert t.info.status == "FINISHED" and t.data.params["seed"] == "1"
         history = mlflow.MlflowClient().get_metric_history(t.info.run_id, "train/loss")
         steps = [m.step for m in history]
-        assert sorted(steps) == sorted(set(steps)) and len(steps) == 60
+        assert sorted(steps) == sorted(set(steps)) and len(steps) == 40
 
     # the two best re-run as repeats nested under the study, on seeds no trial used
     summary = json.loads(mlflow.artifacts.load_text(
@@ -79,7 +79,7 @@ def test_a_search_confirms_its_best_on_fresh_seeds_and_survives_kill_9(repo):
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(study.info.run_id, "report")}
     assert {"report/report.html", "report/expected_max.png", "report/search_vs_confirmed.png",
             "report/summary.json"} <= arts  # fmt: skip
-    assert summary["winner"]["command"].startswith("xp repeat digits train.epochs=6")
+    assert summary["winner"]["command"].startswith("xp repeat digits train.epochs=4")
 
     # promoting a confirmation records the study on the version
     run(["xp", "promote", tags["xp.winner"], "--name", "digits-searched", "--min-seeds", "2"],
@@ -158,3 +158,21 @@ def test_the_mlflow_run_search_entry_point(repo):
     assert study.data.params["train.epochs"] == "3" and study.data.tags["xp.winner"]
     trials = _runs(f"tags.`xp.study` = '{study.info.run_id}' and tags.`xp.stage` = 'search'")
     assert len(trials) == 2
+
+
+def test_two_drivers_share_one_study_and_train_no_trial_twice(repo):
+    """Two machines on one study, here two processes on one: one study run, the budget kept."""
+    cmd = ["xp", "search", "digits", "train.epochs=3", "eval.every=5", "eval.patience=null",
+           "--trials", "4", "--jobs", "1", "--confirm-top", "0"]  # fmt: skip
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    drivers = [subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [d.communicate(timeout=600) for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0], outputs
+    (study,) = _runs("tags.`xp.kind` = 'search'")
+    trials = _runs(f"tags.`xp.study` = '{study.info.run_id}' and tags.`xp.stage` = 'search'")
+    assert sorted(int(t.data.tags["xp.trial"]) for t in trials) == [0, 1, 2, 3]
+    assert {t.info.status for t in trials} == {"FINISHED"}
+    told = [line for out, _ in outputs for line in out.splitlines() if " = " in line
+            and line.startswith("trial ")]  # fmt: skip
+    assert len(told) == 4  # each trial trained and told by one driver
