@@ -220,7 +220,9 @@ def _driver() -> str:
 def _ours_to_resume(trial: Any) -> bool:
     """A RUNNING trial left by a driver of this machine that is gone (killed): resume it. One
     started on another machine is that machine's to resume."""
-    host, _, pid = str(trial.system_attrs.get("xp_driver", ":")).rpartition(":")
+    if "xp_driver" not in trial.system_attrs:  # its driver died between asking and claiming it
+        return True
+    host, _, pid = str(trial.system_attrs["xp_driver"]).rpartition(":")
     if host != _driver().rpartition(":")[0]:
         return False
     try:

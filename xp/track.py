@@ -309,7 +309,11 @@ def start_tracker(
         experiment_id = experiment_for(project, repo_root)
         try:
             if detached:
-                run = mlflow.MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name)
+                from mlflow.tracking.context.registry import resolve_tags  # (user, source)
+
+                run = mlflow.MlflowClient().create_run(
+                    experiment_id, tags=resolve_tags(tags or {}), run_name=run_name
+                )
             else:
                 run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
         except Exception as e:
