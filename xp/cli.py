@@ -386,50 +386,6 @@ def reproduce(
         raise typer.Exit(EXIT_FAILED_RUN)
 
 
-@app.command()
-def server(
-    backend_store_uri: str = typer.Option(
-        None,
-        "--backend-store-uri",
-        help="Where runs are kept (default: XP_SERVER_BACKEND or "
-        "postgresql://postgres@127.0.0.1:5432/xp); the database is created if missing.",
-    ),
-    artifacts_destination: str = typer.Option(
-        None,
-        "--artifacts-destination",
-        help="Where artifacts are kept, served through the server (default: <state>/artifacts).",
-    ),
-    state_dir: str = typer.Option(
-        ".xp/server", "--state", help="The auth app's users, secret key and admin password."
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on."),
-    port: int = typer.Option(5000, "--port", min=1, max=65535),
-    workers: int = typer.Option(None, "--workers", min=1, help="Server processes."),
-    no_auth: bool = typer.Option(False, "--no-auth", help="Without MLflow's basic-auth app."),
-) -> None:
-    """Run a team tracking server: `mlflow server` on PostgreSQL, artifacts served, basic auth."""
-    from xp import server as srv
-
-    state = Path(state_dir)
-    spec = srv.ServerSpec(
-        backend=backend_store_uri or os.environ.get("XP_SERVER_BACKEND") or srv.DEFAULT_BACKEND,
-        artifacts=Path(artifacts_destination or state / "artifacts"), state=state, host=host,
-        port=port, workers=workers, auth=not no_auth,
-    )  # fmt: skip
-    log = state / "server.log"
-    try:
-        proc = srv.start(spec, log)
-    except XpError as e:
-        _fail(str(e))
-    for line in srv.describe(spec, log):
-        out.print(line, highlight=False)
-    code = srv.wait(proc)  # until Ctrl-C or SIGTERM, which stop the server too
-    if code == 130:
-        raise typer.Exit(130)
-    if code:
-        _fail(f"the tracking server exited ({code}): see {log}", code=1)
-
-
 def _check_executor(executor: str, jobs: int, cluster: bool = False) -> None:
     from xp.executor import check_kind
 
@@ -447,7 +403,7 @@ def _stopped(e: BaseException, what: str) -> None:
     _fail(f"interrupted: {what}", EXIT_KILLED["SIGINT"])
 
 
-from xp import cli_search  # noqa: E402, F401  (registers `xp search` on the app)
+from xp import cli_search, cli_server  # noqa: E402, F401  (register `xp search`, `xp server`)
 
 
 def _quiet_libraries() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +111,34 @@ def db_reason(e: BaseException) -> str:
     """What a database driver said (SQLAlchemy's wrapper and its link left out), one line."""
     cause = getattr(e, "orig", None) or e
     return " ".join(str(cause).split()).split(" (Background on this error")[0][:300]
+
+
+def forbidden(e: BaseException) -> bool:
+    """MLflow's basic-auth app refused a request (HTTP 403)."""
+    return getattr(e, "error_code", None) == "PERMISSION_DENIED" or "error code 403" in str(e)
+
+
+def write_refused(experiment_id: str) -> str:
+    """The one line for a user whose permission on an experiment does not let them write to it:
+    who, where, and the permission the server resolves for them (a user may ask about
+    themselves)."""
+    from urllib.parse import urlsplit
+
+    import mlflow
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or urlsplit(uri).username or "you"
+    name = mlflow.MlflowClient().get_experiment(experiment_id).name
+    try:
+        with warnings.catch_warnings():  # (it imports MLflow's server, which warns about Starlette)
+            warnings.simplefilter("ignore")
+            from mlflow.server.auth.client import AuthServiceClient
+
+        found = AuthServiceClient(uri).get_user_permission(user, "experiment", experiment_id)
+        permission = found.permission
+    except Exception:  # an older server, or a plugin's own auth: say what is known
+        permission = "no write access"
+    return f"{user} may not write to experiment {name} (permission {permission})"
 
 
 PROBE_TIMEOUT_S = 10  # a server or database that does not answer in this long is not there

@@ -17,7 +17,14 @@ from typing import Any
 
 from xp import XpError
 from xp.metric_writer import start_writer
-from xp.store import DEFAULT_ARTIFACTS, configure_store, default_tracking_uri, redact
+from xp.store import (
+    DEFAULT_ARTIFACTS,
+    configure_store,
+    default_tracking_uri,
+    forbidden,
+    redact,
+    write_refused,
+)
 
 
 class TrackingError(XpError):
@@ -317,43 +324,15 @@ def start_tracker(
             else:
                 run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
         except Exception as e:
-            if not _forbidden(e):
+            if not forbidden(e):
                 raise
-            raise TrackingError(_write_refused(experiment_id)) from None
+            raise TrackingError(write_refused(experiment_id)) from None
     tracker = MlflowTracker(run.info.run_id)
     tracker.detached = detached
     tracker.resumed = resume_run_id is not None
     if run_id and tags:
         tracker.set_tags(tags)
     return tracker
-
-
-def _forbidden(e: BaseException) -> bool:
-    """MLflow's basic-auth app refused a request (HTTP 403)."""
-    return getattr(e, "error_code", None) == "PERMISSION_DENIED" or "error code 403" in str(e)
-
-
-def _write_refused(experiment_id: str) -> str:
-    """The one line for a user whose permission on an experiment does not let them write to it:
-    who, where, and the permission the server resolves for them (a user may ask about
-    themselves)."""
-    from urllib.parse import urlsplit
-
-    import mlflow
-
-    uri = os.environ["MLFLOW_TRACKING_URI"]
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or urlsplit(uri).username or "you"
-    name = mlflow.MlflowClient().get_experiment(experiment_id).name
-    try:
-        with warnings.catch_warnings():  # (it imports MLflow's server, which warns about Starlette)
-            warnings.simplefilter("ignore")
-            from mlflow.server.auth.client import AuthServiceClient
-
-        found = AuthServiceClient(uri).get_user_permission(user, "experiment", experiment_id)
-        permission = found.permission
-    except Exception:  # an older server, or a plugin's own auth: say what is known
-        permission = "no write access"
-    return f"{user} may not write to experiment {name} (permission {permission})"
 
 
 RESUMABLE = ("RUNNING", "KILLED")
