@@ -8,7 +8,7 @@ directory hash (what `dvc.lock` records for `models/digits_pretrained`), compute
 
 Variants (each a fresh process running `projects/digits/pretrain.py` in a temporary folder):
 
-- `portable`: the profile as it is (`xp.numerics`: baseline ATen kernels, oneDNN off,
+- `portable`: the profile as it is (`xp.record.numerics`: baseline ATen kernels, oneDNN off,
   `MKL_CBWR=COMPATIBLE`, one thread, deterministic algorithms): what `dvc.lock` holds;
 - `portable+onednn`: the same with oneDNN on, capped at SSE4.1 (the profile before oneDNN was
   turned off);
@@ -46,7 +46,7 @@ VARIANTS: dict[str, tuple[dict[str, str | None], bool]] = {
 
 RUN = """
 import json, sys
-import xp.numerics as numerics
+import xp.record.numerics as numerics
 changes, onednn = json.loads(sys.argv[1]), sys.argv[2] == "1"
 for key, value in changes.items():
     if value is None:
@@ -66,7 +66,7 @@ pretrain.main()
 
 
 def backbone_md5(changes: dict[str, str | None], onednn: bool) -> str:
-    from xp.provenance import data_versions
+    from xp.record.provenance import data_versions
 
     with tempfile.TemporaryDirectory(prefix="xp-backbone-") as work:
         data = Path(work) / "data" / "digits"
@@ -82,7 +82,7 @@ def backbone_md5(changes: dict[str, str | None], onednn: bool) -> str:
 
 
 def main() -> None:
-    from xp.numerics import cpu_model
+    from xp.record.numerics import cpu_model
 
     result: dict = {"cpu": cpu_model(), "md5": {}}
     for name, (changes, onednn) in VARIANTS.items():

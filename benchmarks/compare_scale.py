@@ -37,7 +37,7 @@ What is timed (wall clock, `time.perf_counter`; CPU time of this process alongsi
   one block; `t_fetch_xp` and `t_rank` are its two phases, `t_xp_total` their sum.
 - `search_pages1000` (for explanation only, not part of the ratio): the same search as
   `MlflowClient.search_runs` in a `page_token` loop with `max_results=1000` (the client's default
-  page, and what `xp.track.search_runs` uses), to show what the page size alone costs.
+  page, and what `xp.record.track.search_runs` uses), to show what the page size alone costs.
 
 One untimed warm-up of every arm comes first (imports, the SQLAlchemy engine, the OS page cache
 of the database); its times are reported as `warmup_s`. Then `--repeats` rounds; within a round
@@ -158,7 +158,7 @@ def plan_store(n_runs: int, n_configs: int) -> tuple[list[dict[str, Any]], list[
     import numpy as np
 
     from xp.config import config_hash, flatten, load_config
-    from xp.seed import derive_seeds
+    from xp.train.seed import derive_seeds
 
     rng = np.random.default_rng(SEED)
     n_dropouts = -(-n_configs // (len(LRS) * len(BATCH_SIZES)))
@@ -250,7 +250,7 @@ def _init_store(db_uri: str) -> str:
 
     exp_id = mlflow.MlflowClient(tracking_uri=db_uri).create_experiment(EXPERIMENT)
     with sqlite3.connect(db_uri.removeprefix("sqlite:///")) as con:
-        con.execute("PRAGMA journal_mode=WAL")  # as xp.track sets it; persistent in the file
+        con.execute("PRAGMA journal_mode=WAL")  # as xp.record.track sets it; persistent in the file
     return exp_id
 
 

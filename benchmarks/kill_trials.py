@@ -55,7 +55,7 @@ def start_and_wait_for_run(args: list[str], env: dict[str, str]) -> tuple[subpro
 
 def history(run_id: str) -> tuple[dict, int]:
     """key -> sorted [(step, value)], and how many (key, step) points occur more than once."""
-    from xp.track import metric_histories, repeated_points
+    from xp.record.track import metric_histories, repeated_points
 
     hist = metric_histories(run_id)
     return hist, repeated_points(hist)
@@ -74,7 +74,7 @@ def main() -> None:
     os.environ.update(env)
     import mlflow
 
-    from xp.numerics import cpu_model
+    from xp.record.numerics import cpu_model
 
     client = mlflow.MlflowClient()
 

@@ -36,11 +36,11 @@ ARMS = {
 PROBE = """
 import json, sys
 from pathlib import Path
-from xp import numerics
+from xp.record import numerics
 from xp.config import load_config
 config = load_config(sys.argv[1], sys.argv[2:], Path("projects"))
 numerics.apply(config.train.numerics)
-from xp.train import train
+from xp.train.loop import train
 r = train(config, Path("."), track=False)
 import torch
 print(json.dumps({"steps": r.steps, "fit_seconds": r.fit_seconds, "test": r.test,
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--projects", default="digits,vader")
     opts = ap.parse_args()
-    from xp.numerics import cpu_model
+    from xp.record.numerics import cpu_model
 
     result: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "rounds": opts.rounds}
     for project in opts.projects.split(","):

@@ -29,14 +29,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xp import numerics  # noqa: E402
+from xp.record import numerics  # noqa: E402
 
 numerics.apply("portable")  # before torch
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from xp.cnn import new_cnn  # noqa: E402
+from xp.train.cnn import new_cnn  # noqa: E402
 
 FINGERPRINTS = ROOT / "benchmarks" / "fingerprints"
 

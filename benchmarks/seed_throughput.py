@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--arms", default="one,warm,process")
     ap.add_argument("overrides", nargs="*", help="config overrides for every arm")
     opts = ap.parse_args()
-    from xp.numerics import cpu_model
+    from xp.record.numerics import cpu_model
 
     plan = {k: v for k, v in arms(opts.seeds, opts.jobs, opts.overrides).items()
             if k in opts.arms.split(",")}  # fmt: skip

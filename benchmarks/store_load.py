@@ -12,9 +12,9 @@ The target: 0 lost points and 0 errors at 32 writers, on both stores.
 What each writer does. A writer is this script started again with `--child`, one process per
 writer, all at once. It opens its own run the way `xp train` does: `use_writer(--writer)` and
 `start_writer(training=True)` (by default xp's metric writer process, `python -m
-xp.metric_writer`, as a training loop starts it), then `xp.track.start_tracker(True, ...)`, which
-calls `configure_store` (it reads `MLFLOW_TRACKING_URI`) and starts an MLflow run in the round's
-experiment (`MLFLOW_EXPERIMENT_NAME`), logs one point (`bench/warmup`, step 0, not counted
+xp.metric_writer`, as a training loop starts it), then `xp.record.track.start_tracker(True, ...)`,
+which calls `configure_store` (it reads `MLFLOW_TRACKING_URI`) and starts an MLflow run in the
+round's experiment (`MLFLOW_EXPERIMENT_NAME`), logs one point (`bench/warmup`, step 0, not counted
 below) and flushes it, so its metric writer has opened the store (in training the writer's first
 batch goes out within 2 s, long before the first checkpoint). Then it waits until every writer of
 the round is that far: imports, run creation and opening the store are not what is measured,
@@ -33,13 +33,13 @@ The stores, each fresh (nothing else writes to them):
 
 - `sqlite`: `sqlite:///<temporary folder>/mlflow.db`, a new file per round, artifacts in the
   temporary folder; xp's `configure_store` turns on WAL and a busy timeout, as it does for users.
-- `server`: `xp.server.start` (what `xp server` runs: MLflow's server with the basic-auth app,
-  artifacts served, `--workers` from `--server-workers`, MLflow's default 4 when not given) on
-  a free port, on a throwaway PostgreSQL database `xp_store_load_<pid>` (on `--postgres`; xp
-  creates it, this script drops it at the end, as it stops the server, even after an error).
+- `server`: `xp.record.server.start` (what `xp server` runs: MLflow's server with the
+  basic-auth app, artifacts served, `--workers` from `--server-workers`, MLflow's default 4 when not
+  given) on a free port, on a throwaway PostgreSQL database `xp_store_load_<pid>` (on `--postgres`;
+  xp creates it, this script drops it at the end, as it stops the server, even after an error).
   Writers log in as the admin with `MLFLOW_TRACKING_USERNAME`/`MLFLOW_TRACKING_PASSWORD`
-  (`--no-auth`: a server without the auth app, to see what it costs). One server and database
-  serve all rounds, each round in an experiment of its own.
+  (`--no-auth`: a server without the auth app, to see what it costs). One server and database serve
+  all rounds, each round in an experiment of its own.
 
 The experiment of a round is created by this script before the writers start (so its artifact
 location is in the temporary folder); the writers find it by name.
@@ -49,12 +49,13 @@ What is reported, per store and N (a table on stderr; JSON on stdout and in `--j
 
 - `written`: metric points the writers handed to `log_metrics` (steps logged x 3).
 - `read_back`: points the store returns afterwards, `MlflowClient.get_metric_history` of every
-  key of every writer's run (`xp.track.metric_histories`), read by this script after all writers
-  ended.
+  key of every writer's run (`xp.record.track.metric_histories`), read by this script after all
+  writers ended.
 - `lost`: (key, step) points a writer logged that are not in the store. `extra`: points read back
   beyond the written ones (`read_back - (written - lost)`: a point stored twice, or one nobody
   wrote); `duplicates` counts the (key, step) pairs stored more than once
-  (`xp.track.repeated_points`). `wrong`: points whose stored value differs from the value logged.
+  (`xp.record.track.repeated_points`). `wrong`: points whose stored value differs from the
+  value logged.
   All four must be 0.
 - `errors`: the number of writers that failed (an exception, an exit without a report, a
   timeout), plus runs that could not be read back; `first_error` is the first message,
@@ -141,8 +142,8 @@ def child(args: argparse.Namespace) -> int:
     tracker = None
     ended = False
     try:
-        from xp.metric_writer import start_writer, use_writer
-        from xp.track import start_tracker
+        from xp.record.metric_writer import start_writer, use_writer
+        from xp.record.track import start_tracker
 
         use_writer(args.writer)
         start_writer(training=True)  # as `xp.train.train` does, before the run opens
@@ -244,9 +245,10 @@ def drop_database(postgres: str, name: str) -> None:
 def server_store(
     postgres: str, folder: Path, workers: int | None, database: str, auth: bool
 ) -> Iterator[Store]:
-    """xp's team server (`xp.server.start`) on a throwaway database; stopped and dropped after."""
-    from xp import server
-    from xp.store import redact
+    """xp's team server (`xp.record.server.start`) on a throwaway database; stopped and dropped
+    after."""
+    from xp.record import server
+    from xp.record.store import redact
 
     spec = server.ServerSpec(backend=f"{postgres}/{database}", artifacts=folder / "artifacts",
                              state=folder / "state", port=free_port(), workers=workers,
@@ -282,7 +284,7 @@ def prepare(store: Store, experiment: str) -> str:
     """Open the store as xp does (tables, WAL) and create the round's experiment; its id."""
     import mlflow
 
-    from xp.store import configure_store
+    from xp.record.store import configure_store
 
     with env(store.environ()):
         configure_store(REPO)
@@ -342,7 +344,7 @@ def log_size(store: Store) -> int:
 
 def read_back(report: dict[str, Any]) -> dict[str, Any]:
     """What the store holds of one writer's run, against what it logged."""
-    from xp.track import metric_histories, repeated_points
+    from xp.record.track import metric_histories, repeated_points
 
     histories = metric_histories(report["run_id"], list(KEYS))
     expected = {(k, s) for k in KEYS for s in range(1, report["steps_logged"] + 1)}
@@ -367,7 +369,7 @@ def percentile_ms(values: list[float], q: float) -> float | None:
 def run_round(store: Store, n: int, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """N writers at once into `store`; everything read back and counted."""
     from xp import one_line
-    from xp.track import search_runs
+    from xp.record.track import search_runs
 
     folder.mkdir(parents=True)
     experiment = f"xp-store-load-{store.name}-n{n}-{secrets.token_hex(4)}"

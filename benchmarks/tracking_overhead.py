@@ -197,7 +197,7 @@ def per_step_keys(points: dict[str, int], steps: int) -> list[str]:
 def xp_arm(project: str, root: Path, overrides: list[str], track: bool, made: list[str]) -> Arm:
     """One arm that runs `xp.train.train` and reports `Result.fit_seconds`."""
     from xp.config import load_config
-    from xp.train import train
+    from xp.train.loop import train
 
     cfg = load_config(project, overrides, root / "projects")
 
@@ -303,7 +303,7 @@ def make_bert_root(tmp: Path, steps: int, threads: int) -> Path:
     """A throw-away repo root: the tiny BERT, the VADER CSVs and a `tinybert` project."""
     import pandas as pd
 
-    from xp.models import save_tiny_bert
+    from xp.train.models import save_tiny_bert
 
     root = tmp / "bert-root"
     save_tiny_bert(root / "models" / "tinybert")
@@ -329,7 +329,7 @@ def bert_features(root: Path) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from xp.config import load_config
-    from xp.data import load_split, to_tensors
+    from xp.train.data import load_split, to_tensors
 
     cfg = load_config("tinybert", [], root / "projects")
     tokenizer = AutoTokenizer.from_pretrained(root / "models" / "tinybert")
@@ -584,8 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     import torch
 
-    from xp.metric_writer import start_writer, use_writer
-    from xp.seed import set_deterministic
+    from xp.record.metric_writer import start_writer, use_writer
+    from xp.train.seed import set_deterministic
 
     use_writer(args.writer)
     if args.writer == "fork":  # as a warm worker does: before anything has run a thread

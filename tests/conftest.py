@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,14 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, 
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def default_signals() -> None:
+    """`preexec_fn` for a child a test will signal: SIGINT and SIGTERM at their defaults, whatever
+    the suite inherited (started from a background job, `nohup` or a CI runner, it ignores SIGINT,
+    and a child would inherit that), so the suite passes however it is started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -99,7 +108,7 @@ def _private_store(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    from xp.models import save_tiny_bert
+    from xp.train.models import save_tiny_bert
 
     return save_tiny_bert(tmp_path_factory.mktemp("tinybert") / "model")
 

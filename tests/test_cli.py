@@ -1,10 +1,14 @@
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from tests.conftest import BIN, FAST_DIGITS
 from xp import XpError
-from xp.cli import split_extra_args
+from xp.cli.app import split_extra_args
 
 CHECK = (
     "import sys; from xp.cli import main\n"
@@ -34,7 +38,7 @@ def test_mlflow_run_extras_become_overrides():
 def test_more_jobs_than_cores_warns_and_an_unknown_executor_is_refused(capsys):
     import os
 
-    from xp.cli import _check_executor
+    from xp.cli.app import _check_executor
 
     _check_executor("warm", os.cpu_count() or 1)
     assert "warning" not in capsys.readouterr().err
@@ -48,7 +52,7 @@ def test_leaving_without_teardown_still_joins_threads_runs_atexit_and_keeps_the_
     """`xp` exits by `supervise.leave`: what a normal exit does that matters still happens."""
     code = (
         "import atexit, sys, threading, time; from pathlib import Path\n"
-        "from xp.supervise import leave\n"
+        "from xp.record.supervise import leave\n"
         "out, arg = Path(sys.argv[1]), sys.argv[2]\n"
         "atexit.register(lambda: print('atexit ran', flush=True))\n"
         "late = lambda: (time.sleep(0.3), out.write_text('thread done'))\n"
@@ -65,3 +69,31 @@ def test_leaving_without_teardown_still_joins_threads_runs_atexit_and_keeps_the_
         assert proc.returncode == rc
         assert proc.stdout == "bufferedatexit ran\n" and out.read_text() == "thread done"
         assert proc.stderr == ("refused: a message\n" if rc == 1 else "")
+
+
+def test_untracked_train_reads_no_store_variable(repo):
+    """README's `xp train <project> --no-track` in a fresh shell, where no MLFLOW_TRACKING_URI is
+    set (the suite's fixtures set one, and once hid a traceback here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    proc = subprocess.run(["xp", "train", "digits", *FAST_DIGITS, "--no-track"], cwd=repo,
+                          env=env, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "(tracking off)" in proc.stdout.splitlines()[0] and "Traceback" not in proc.stderr
+    assert not (repo / "mlflow.db").exists()  # the null tracker opened no store
+
+
+def test_a_verb_takes_ctrl_c_even_when_it_inherited_sigint_ignored():
+    """A command started from a background job inherits SIGINT ignored; `xp repeat`, `search`,
+    `reproduce` and `server` take Ctrl-C in their block all the same, and give back what they
+    inherited afterwards."""
+    from xp.record.supervise import terminate_as_interrupt
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt), terminate_as_interrupt():
+            os.kill(os.getpid(), signal.SIGINT)  # (its handler runs before the next line)
+            time.sleep(1)  # (not reached: a process that ignored it would get here and pass)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from tests.conftest import MAIN
-from xp.executor import ExecutorError, LocalExecutor, SeedJob, gpu_slots
+from xp.execute.executor import ExecutorError, LocalExecutor, SeedJob, gpu_slots
 
 
 def test_no_gpu_no_slots_and_jobs_take_gpus_in_turn():
@@ -96,7 +96,7 @@ def test_a_forked_worker_stops_on_ctrl_c_while_it_waits(tmp_path):
     """The server ignores SIGINT (a Ctrl-C is for the seeds); its forks must not inherit that."""
     import time
 
-    from xp.executor import _seed_env, _start_env
+    from xp.execute.executor import _seed_env, _start_env
 
     with LocalExecutor(1, cwd=MAIN) as executor:
         worker = executor._new_worker(_start_env(_seed_env(SeedJob(0, []))), tmp_path)

@@ -9,8 +9,8 @@ import socket
 import mlflow
 import pytest
 
-from xp import metric_writer
-from xp.metric_writer import (
+from xp.record import metric_writer
+from xp.record.metric_writer import (
     WriterError,
     _ForkedWriter,
     _ProcessWriter,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from xp.metrics import classification_metrics, regression_metrics, trivial_baseline
+from xp.train.metrics import classification_metrics, regression_metrics, trivial_baseline
 
 
 def test_classification_metrics_by_hand():

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from xp.models import ModelError, layer_groups, new_cnn, reinit_top_layers, resolve_source
+from xp.train.models import ModelError, layer_groups, new_cnn, reinit_top_layers, resolve_source
 
 
 def _all_params_once(model):
@@ -64,7 +64,7 @@ def test_cnn_takes_raw_pixels_in_any_shape():
 
 def test_dropout_override_reaches_every_dropout_layer(tiny_bert):
     from xp.config import load_config
-    from xp.models import build_model
+    from xp.train.models import build_model
 
     projects = Path(__file__).resolve().parents[1] / "projects"
     config = load_config("vader", [f"model.name={tiny_bert}", "model.dropout=0.3"], projects)
@@ -76,7 +76,7 @@ def test_dropout_override_reaches_every_dropout_layer(tiny_bert):
 
 def test_a_hub_id_without_network_is_a_clear_error(monkeypatch):
     from xp.config import load_config
-    from xp.models import build_model
+    from xp.train.models import build_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     projects = Path(__file__).resolve().parents[1] / "projects"

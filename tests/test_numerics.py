@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
-from xp import numerics
 from xp.config import config_hash, load_config
+from xp.record import numerics
 from xp.reproduce import DIFFERS, IDENTICAL, explain
 
 CHECK = """
 import os, sys
-from xp import numerics
+from xp.record import numerics
 numerics.apply(sys.argv[1])
 import torch
 print(numerics.current(), torch.backends.cpu.get_cpu_capability(), torch.get_num_threads(),
@@ -36,7 +36,7 @@ def test_portable_pins_kernels_before_torch_is_imported():
 
 ROOTS = """
 import sys
-from xp import numerics
+from xp.record import numerics
 numerics.apply("portable")
 import numpy as np, torch
 numerics.pin_torch("portable")

@@ -1,4 +1,4 @@
-"""Tests for xp.provenance: git state capture, DVC data versions and environment info."""
+"""Tests for xp.record.provenance: git state capture, DVC data versions and environment info."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import git
 import pytest
 import yaml
 
-from xp import gitstate, provenance
-from xp.provenance import DataMissingError, ProvenanceError
+from xp.record import gitstate, provenance
+from xp.record.provenance import DataMissingError, ProvenanceError
 
 # --------------------------------------------------------------------------------------------------
 # git helpers
@@ -219,7 +219,7 @@ def test_a_stray_virtualenv_stays_out_of_the_diff(committed_repo: git.Repo) -> N
     assert set(envs) == {"myenv/", "vendor/site-packages/"}
     assert envs["myenv/"]["files"] == 51 and envs["myenv/"]["reason"] == "environment"
     assert envs["myenv/"]["bytes"] == 50 * 6 + len("home = /usr/bin\n")
-    from xp.record import skipped_summary
+    from xp.record.tags import skipped_summary
 
     line = skipped_summary(info)
     assert line.startswith("52 untracked file(s), 0.0 MiB in all, left out of the recorded diff")

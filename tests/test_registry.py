@@ -233,7 +233,7 @@ def test_a_repeat_reproduces_seed_by_seed(digits_groups, monkeypatch):
     assert parent.data.tags["xp.reproduce.verdict"] == "identical"
     assert parent.data.metrics["test/f1/mean"] == mlflow.get_run(ids["weak"]).data.metrics[
         "test/f1/mean"]  # fmt: skip
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     assert len(children_of(parent.info.run_id)) == 3
     assert "seed 3: test/f1" in proc.stdout

@@ -69,7 +69,7 @@ def _repeat(repo, *args, env=None, check=True):
 
 
 def _children(parent_id):
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     return children_of(parent_id)
 

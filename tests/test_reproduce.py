@@ -70,7 +70,7 @@ def test_reproduce_after_code_and_data_changed_is_identical(repo, tmp_path):
 
     # then the trainer changes (a new commit), the data is edited, and the DVC cache is gone:
     # the data comes back from the DVC remote
-    trainer = repo / "xp/train.py"
+    trainer = repo / "xp/train/loop.py"
     trainer.write_text(trainer.read_text().replace(
         "cross_entropy(logits.float(), labels)", "cross_entropy(logits.float(), labels, "
         "label_smoothing=0.1)"))  # fmt: skip
@@ -178,8 +178,8 @@ def test_fresh_seeds_under_other_kernels_get_a_statistical_verdict(digits_groups
     """Where bits cannot match (other kernels: here ATen's baseline ones; another CPU, a GPU),
     the question is whether the result reproduces: TOST of the repeat's metric, fresh seeds."""
     from xp import stats
+    from xp.record.track import children_of
     from xp.repeat import recorded_seed_runs, successful_values
-    from xp.track import children_of
 
     repo, env, ids = digits_groups["repo"], digits_groups["env"], digits_groups["ids"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])

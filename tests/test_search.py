@@ -9,9 +9,10 @@ import optuna
 import pytest
 
 from tests.conftest import FAST_DIGITS, merged
-from xp import search
 from xp.config import load_config
-from xp.train import train
+from xp.search import study as search
+from xp.train.loop import train
+from xp.train.pruning import Pruning
 
 
 def test_a_trial_the_median_pruner_stops_ends_pruned_untested_and_unranked(repo, monkeypatch):
@@ -31,7 +32,7 @@ def test_a_trial_the_median_pruner_stops_ends_pruned_untested_and_unranked(repo,
     monkeypatch.setenv(search.TAGS_ENV, json.dumps({"xp.study": "S", "xp.trial": "1",
                                                     "xp.stage": "search"}))  # fmt: skip
     config = load_config("digits", merged(*FAST_DIGITS), repo / "projects")
-    result = train(config, repo)
+    result = train(config, repo, should_stop=Pruning.from_env().should_stop)  # as a trial does
     assert (result.outcome, result.status, result.steps) == ("pruned", "FINISHED", 5)
     run = mlflow.get_run(result.run_id)
     tags, metrics = run.data.tags, run.data.metrics

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from xp.config import load_config
-from xp.search_space import SearchSpaceError, as_override, grid_points, load_space
+from xp.search.space import SearchSpaceError, as_override, grid_points, load_space
 
 PROJECTS = Path(__file__).resolve().parents[1] / "projects"
 

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from xp.seed import derive_seeds, epoch_order, rng_state, set_rng_state
+from xp.train.seed import derive_seeds, epoch_order, rng_state, set_rng_state
 
 
 def test_derived_seeds_are_stable_distinct_and_overridable():

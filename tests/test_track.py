@@ -8,8 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from xp.store import configure_store
-from xp.track import MlflowTracker, NullTracker, TrackingError, start_tracker
+from xp.record.store import configure_store
+from xp.record.track import MlflowTracker, NullTracker, TrackingError, start_tracker
 
 
 def _public(cls):
@@ -37,7 +37,7 @@ def test_buffered_metrics_all_reach_the_store_in_step_order(tmp_path):
 
 
 def test_a_run_whose_last_metrics_cannot_be_written_does_not_end_finished(tmp_path):
-    from xp.metric_writer import WriterError
+    from xp.record.metric_writer import WriterError
 
     tracker = start_tracker(True, "unit", tmp_path)
     tracker.log_metrics({"train/loss": 1.0}, 1)
@@ -68,6 +68,17 @@ def test_sqlite_store_runs_in_wal_mode(tmp_path):
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_a_store_in_a_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """Its lock file beside it is made after the store's own checks, and fails as one line too
+    (/sys refuses new files even to root)."""
+    from xp.record.store import StoreError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////sys/x.db")
+    with pytest.raises(StoreError, match="cannot open the tracking store sqlite:////sys/x.db") as e:
+        configure_store(tmp_path)
+    assert "\n" not in str(e.value) and not Path("/sys/x.db-xp-lock").exists()
+
+
 def test_default_store_is_at_the_repo_root(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert configure_store(tmp_path) == f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -76,7 +87,7 @@ def test_default_store_is_at_the_repo_root(tmp_path, monkeypatch):
 WRITER = """
 import sys
 from pathlib import Path
-from xp.track import start_tracker
+from xp.record.track import start_tracker
 t = start_tracker(True, "concurrent", Path(sys.argv[1]))
 t.log_input("train", str(Path(sys.argv[1]) / "train.csv"), "0123abcd", "train")  # one dataset row
 for step in range(300):

@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 
 from tests.conftest import FAST_DIGITS, merged
 from xp.config import load_config
-from xp.models import new_cnn
-from xp.recipe import lowest_trainable, param_groups, total_steps
-from xp.train import train
+from xp.train.loop import train
+from xp.train.models import new_cnn
+from xp.train.recipe import lowest_trainable, param_groups, total_steps
 
 
 def cfg(repo: Path, *overrides: str, project: str = "digits"):

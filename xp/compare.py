@@ -34,7 +34,7 @@ def fetch_runs(
     """
     import mlflow
 
-    from xp import track
+    from xp.record import track
 
     clauses = ["tags.`xp.kind` = 'train'"]
     if project:

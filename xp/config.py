@@ -51,6 +51,15 @@ class DataConfig(_Section):
     train_limit: int | None = Field(None, ge=1)  # few-shot: keep the first N training rows
 
 
+SPLITS = ("train", "validation", "test")
+
+
+def split_paths(cfg: DataConfig) -> dict[str, str]:
+    """Split name -> path as written in the config (the trainer reads them, the record hashes
+    them: both see them here)."""
+    return {name: getattr(cfg, name) for name in SPLITS}
+
+
 class ModelConfig(_Section):
     kind: Literal["hf", "cnn"]
     name: str  # local path (relative to the repo), pkg://<module>/<dir>, or a hub id
@@ -430,31 +439,23 @@ def to_yaml(config: Config) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def resolve_config(project: str, overrides: list[str], root: Path, resume: str | None) -> Config:
-    """The config to train: the project's with overrides, or a resumed run's recorded one
-    (`xp train --resume`; nothing here imports torch, which the numerics profile must precede).
+def split_extra_args(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Split CLI leftovers into `key=value` overrides and `--key value` options.
 
-    Raises:
-        XpError: a bad config, an unknown or unresumable run, or overrides that change a
-            resumed run's config.
+    `mlflow run -P optim.lr=3e-4` arrives as `--optim.lr 3e-4`; both forms become overrides.
     """
-    config = load_config(project, overrides, root / "projects")
-    if resume is None:
-        return config
-    from xp.store import configure_store
-    from xp.track import recorded_text, resumable_run
-
-    configure_store(root)
-    run = resumable_run(resume, project)  # reads only: a wrong id changes nothing
-    try:
-        recorded = validate(yaml.safe_load(recorded_text(resume, "config.yaml")))
-    except XpError:  # killed before its config was recorded: the command line's, if the same
-        if run.data.tags.get("xp.config_hash") != config_hash(config):
-            raise
-        return config
-    if overrides and config_hash(recorded) != config_hash(config):
-        raise XpError(
-            f"run {resume} was trained with another config (hash {config_hash(recorded)}); "
-            "resume it without overrides"
-        )
-    return recorded
+    overrides, options = [], {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--"):
+            key, sep, value = a[2:].partition("=")
+            if not sep:
+                if i + 1 >= len(args):
+                    raise XpError(f"option {a} needs a value")
+                value, i = args[i + 1], i + 1
+            options[key] = value
+        else:
+            overrides.append(a)
+        i += 1
+    return overrides, options

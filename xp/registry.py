@@ -163,7 +163,7 @@ def representative_seed(values: dict[int, float]) -> int:
 # -- reading the evidence from the store --------------------------------------------------------
 def _group(group_id: str) -> tuple[Any, list[Any], dict[str, Any]]:
     """The repeat run, its seeds' latest runs, and the children's MLflow runs by id."""
-    from xp import track
+    from xp.record import track
     from xp.repeat import recorded_seed_runs
 
     parent = track.get_run(group_id)

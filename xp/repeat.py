@@ -17,7 +17,8 @@ import numpy as np
 
 from xp import XpError, stats
 from xp.config import Config, flatten, higher_is_better, run_name
-from xp.executor import Executor, OnEvent, SeedJob
+from xp.execute.executor import Executor, OnEvent, SeedJob
+from xp.record.workspace import Workspace
 
 SUCCESS = ("ok", "early_stopped")
 SUMMARY_PREFIXES = ("test/", "best/val/")
@@ -90,7 +91,7 @@ def successful_values(runs: list[SeedRun], metric: str) -> dict[int, float]:
 
 def recorded_seed_runs(parent: Any) -> tuple[list[SeedRun], dict[str, Any]]:
     """The latest run of each seed of a recorded repeat run, and its children's runs by id."""
-    from xp import track
+    from xp.record import track
 
     children = track.children_of(parent.info.run_id)
     seeds = [int(s) for s in parent.data.tags["xp.seeds"].split(",")]
@@ -120,21 +121,21 @@ def plan_jobs(
 LIVE_SEED_WAIT_SECONDS = 60.0
 
 
-def _wait_for_live_seeds(root: Path, runs: list[SeedRun]) -> bool:
+def _wait_for_live_seeds(workspace: Workspace, runs: list[SeedRun]) -> bool:
     """Seeds whose run is RUNNING may still have a live process (the parent was killed a moment
     ago and they are checkpointing): wait until they are gone, so none is trained twice at once.
 
     Raises:
         RepeatError: a seed is still being trained by a live process after the wait.
     """
-    from xp import supervise
+    from xp.record import supervise
 
     running = [r.run_id for r in runs if r.status == "RUNNING" and r.run_id]
     if not running:
         return False
-    held = supervise.wait_released(root, running, LIVE_SEED_WAIT_SECONDS)
+    held = supervise.wait_released(workspace, running, LIVE_SEED_WAIT_SECONDS)
     if held:
-        pids = ", ".join(str(supervise.holder(root, r)) for r in held)
+        pids = ", ".join(str(supervise.holder(workspace, r)) for r in held)
         raise RepeatError(
             f"seed run(s) {', '.join(held)} are still being trained by process(es) {pids}; "
             "is the same repeat running elsewhere? Stop it, or wait for it to end"
@@ -277,7 +278,7 @@ def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
     value = _check_baseline_number(spec)
     if value is not None:  # a constant baseline: Welch with zero variance is the one-sample t-test
         return {"kind": "value", "id": None, "values": [value, value]}
-    from xp import track
+    from xp.record import track
 
     run = track.get_run(spec)
     if run.data.tags.get("xp.kind") != "repeat":
@@ -301,7 +302,7 @@ def _same_provenance(run: Any, tags: dict[str, str]) -> bool:
 
 def find_parent(experiment_id: str, tags: dict[str, str]) -> str | None:
     """A repeat run of this exact configuration, code, data and seeds, to resume, if any."""
-    from xp import track
+    from xp.record import track
 
     filt = (f"tags.`xp.kind` = 'repeat' and tags.`xp.config_hash` = '{tags['xp.config_hash']}'"
             f" and tags.`xp.git.commit` = '{tags['xp.git.commit']}'")  # fmt: skip
@@ -313,7 +314,7 @@ def find_parent(experiment_id: str, tags: dict[str, str]) -> str | None:
 
 def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun], dict]:
     """The seeds' runs and their learning curves (validation metric, training loss)."""
-    from xp import track
+    from xp.record import track
 
     runs = seed_runs(track.children_of(parent_id), seeds)
     val_key = f"val/{metric.rsplit('/', 1)[-1]}"
@@ -324,11 +325,10 @@ def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun
 
 
 def record_summary(
-    tracker: Any, summary: dict[str, Any], histories: dict, title: str, root: Path
+    tracker: Any, summary: dict[str, Any], histories: dict, title: str, workspace: Workspace
 ) -> Path:
     """Log the summary metrics, tags and report to the parent run; returns the report folder."""
     from xp import report
-    from xp.track import scratch_dir
 
     tracker.log_metrics(parent_metrics(summary), 0)
     tags = {"xp.failed_seeds": ",".join(map(str, summary["failed_seeds"])),
@@ -336,7 +336,7 @@ def record_summary(
     if summary.get("verdict"):
         tags["xp.verdict"] = summary["verdict"]
     tracker.set_tags(tags)
-    out = scratch_dir(root, tracker.run_id) / "report"  # a local copy next to the run's logs
+    out = workspace.run_dir(tracker.run_id) / "report"  # a local copy next to the run's logs
     report.write_report(summary, histories, out, title)
     tracker.log_artifacts(out, "report")
     return out
@@ -344,7 +344,7 @@ def record_summary(
 
 def repeat(
     config: Config,
-    root: Path,
+    workspace: Workspace,
     *,
     overrides: list[str],
     seeds_spec: str,
@@ -361,7 +361,7 @@ def repeat(
 
     Args:
         config: the validated config (its own seed is ignored; `--seeds` decides).
-        root: the repository root.
+        workspace: the repository it runs in.
         overrides: the user's `key=value` overrides (passed to every seed).
         seeds_spec: `5` or `1,2,7`.
         executor: where seeds run (`LocalExecutor`).
@@ -392,14 +392,15 @@ def repeat(
         raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
     executor.warm_up(len(seeds), config.train.numerics)  # workers import while we set up
-    from xp import record, track
-    from xp.models import resolve_source
-    from xp.store import configure_store
+    from xp.record import tags as record
+    from xp.record import track
+    from xp.record.store import configure_store
+    from xp.train.models import resolve_source
 
-    configure_store(root)
+    configure_store(workspace)
     base = resolve_baseline(baseline, metric)
-    kind, where = resolve_source(config.model.name, root)
-    prov = record.gather(config, root, (kind, where))
+    kind, where = resolve_source(config.model.name, workspace.root)
+    prov = record.gather(config, workspace, (kind, where))
     if base and base.get("test_md5") and base["test_md5"] != prov.data["test"]["md5"]:
         raise RepeatError(
             f"--baseline {base['id']} was tested on other test data (md5 {base['test_md5']} vs "
@@ -414,14 +415,16 @@ def repeat(
                  "xp.alpha": str(alpha), "xp.min_effect": str(min_effect)})  # fmt: skip
     if baseline:
         tags["xp.baseline"] = baseline
-    tags["mlflow.runName"] = run_name(config, root / "projects", f"x{len(seeds)}")
+    tags["mlflow.runName"] = run_name(config, workspace.projects, f"x{len(seeds)}")
     tags.update(extra_tags or {})  # a search's confirmation: its study, nested under it
     import os
 
     existing = None
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the parent is MLflow's run
-        existing = find_parent(track.experiment_for(config.project, root), tags)
-    tracker = track.start_tracker(True, config.project, root, resume_run_id=existing, tags=tags)
+        existing = find_parent(track.experiment_for(config.project, workspace), tags)
+    tracker = track.start_tracker(
+        True, config.project, workspace, resume_run_id=existing, tags=tags
+    )
     parent = tracker.run_id
     if on_parent:
         on_parent(parent, existing is not None)
@@ -432,9 +435,9 @@ def repeat(
 
             tracker.log_text(to_yaml(config), "config.yaml")
         runs, _ = collect(parent, seeds, metric)
-        if _wait_for_live_seeds(root, runs):  # orphans of a killed parent still checkpointing
+        if _wait_for_live_seeds(workspace, runs):  # orphans of a killed parent still checkpointing
             runs, _ = collect(parent, seeds, metric)
-        log_dir = track.scratch_dir(root, parent)
+        log_dir = workspace.run_dir(parent)
         jobs = plan_jobs(runs, [config.project, *overrides], parent,
                          executor.threads_per_job(), log_dir, config.train.numerics)  # fmt: skip
         env = {"MLFLOW_EXPERIMENT_ID": track.get_run(parent).info.experiment_id}
@@ -445,7 +448,7 @@ def repeat(
         summary = summarize(runs, metric, base, alpha, min_effect)
         summary["reused_seeds"] = sorted(set(seeds) - {j.seed for j in jobs})
         title = f"{config.project} {tags['xp.config_hash']}: {metric} over seeds"
-        summary["report_dir"] = str(record_summary(tracker, summary, histories, title, root))
+        summary["report_dir"] = str(record_summary(tracker, summary, histories, title, workspace))
         summary["parent_run_id"] = parent
         tracker.end("FINISHED")
         return summary
@@ -457,13 +460,13 @@ def repeat(
         raise
 
 
-def rebuild_report(parent_id: str, root: Path) -> dict[str, Any]:
+def rebuild_report(parent_id: str, workspace: Workspace) -> dict[str, Any]:
     """Recompute a repeat's summary and report from the store and log them to it again.
 
     Raises:
         XpError: unknown run id, or not a repeat run.
     """
-    from xp import track
+    from xp.record import track
 
     run = track.get_run(parent_id)
     tags = run.data.tags
@@ -477,7 +480,7 @@ def rebuild_report(parent_id: str, root: Path) -> dict[str, Any]:
     summary = summarize(runs, metric, base, alpha, min_effect)
     title = f"{tags['xp.project']} {tags['xp.config_hash']}: {metric} over seeds"
     tracker = track.MlflowTracker(parent_id)
-    summary["report_dir"] = str(record_summary(tracker, summary, histories, title, root))
+    summary["report_dir"] = str(record_summary(tracker, summary, histories, title, workspace))
     tracker.flush()
     summary["parent_run_id"] = parent_id
     return summary

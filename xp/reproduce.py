@@ -15,12 +15,12 @@ import json
 import math
 import os
 import shlex
-import time
 from pathlib import Path
 from typing import Any
 
 from xp import XpError
-from xp.rebuild import build_worktree, check_commit, place_data, remove_worktree
+from xp.record.rebuild import build_worktree, check_commit, place_data, remove_worktree
+from xp.record.workspace import Workspace
 
 IDENTICAL, WITHIN, DIFFERS = "identical", "within tolerance", "differs"
 PASSING = (IDENTICAL, WITHIN, "equivalent")  # exit 0; differs, not equivalent, inconclusive: 1
@@ -160,7 +160,7 @@ def _new_run(experiment_id: str, original: Any, tags: dict[str, str]) -> str:
 
 def reproduce(
     run_id: str,
-    root: Path,
+    workspace: Workspace,
     *,
     tolerance: float = 0.0,
     jobs: int = 1,
@@ -174,7 +174,7 @@ def reproduce(
 
     Args:
         run_id: a training run (`xp.kind = train`) or a repeat run (every seed is re-run).
-        root: the repository root (its git objects and DVC cache hold the recorded versions).
+        workspace: the repository (its git objects and DVC cache hold the recorded versions).
         tolerance: largest absolute difference of a metric still `within tolerance`.
         jobs: seeds re-run at once (a repeat).
         on_event: progress callback of the executor (seed, kind, info).
@@ -196,13 +196,14 @@ def reproduce(
         RebuildError: the commit, diff or data is gone.
         TrackingError: unknown run id.
     """
-    from xp import track
-    from xp.executor import LocalExecutor, SeedJob
-    from xp.store import configure_store
+    from xp.execute.executor import LocalExecutor, SeedJob
+    from xp.record import track
+    from xp.record.store import configure_store
 
     if margin is not None and not (math.isfinite(margin) and margin > 0):
         raise ReproduceError(f"--margin {margin}: give a positive number, in metric units")
-    configure_store(root)
+    configure_store(workspace)
+    root = workspace.root
     original = track.get_run(run_id)
     tags = original.data.tags
     kind = tags.get("xp.kind")
@@ -234,7 +235,7 @@ def reproduce(
     data = {}
     for child in children:
         data.update(_data_of(child.data.tags))
-    work = root / ".xp" / "reproduce" / f"{run_id[:12]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    work = workspace.reproduce_dir(run_id)
     code = build_worktree(root, commit, diff, work / "code")
     group = None
     try:
@@ -283,7 +284,7 @@ def reproduce(
         if group:
             from xp.repeat import rebuild_report
 
-            rebuild_report(group, root)
+            rebuild_report(group, workspace)
             _end_run(group, "FINISHED")
     except KeyboardInterrupt:  # the seeds saved what they had and ended KILLED
         if group:
@@ -330,7 +331,8 @@ def _equivalence(
 ) -> dict[str, Any]:
     """TOST of the repeat's metric over the original seeds (`children`, the latest run of each)
     against the re-run ones."""
-    from xp import stats, track
+    from xp import stats
+    from xp.record import track
     from xp.repeat import seed_runs, successful_values
 
     metric = original.data.tags.get("xp.metric", "test/f1")
@@ -387,7 +389,7 @@ def _copy_repeat_record(original: Any, new_id: str) -> None:
     import mlflow
     from mlflow.entities import Param
 
-    from xp import track
+    from xp.record import track
 
     client = mlflow.MlflowClient()
     params = [Param(k, v) for k, v in original.data.params.items()]
@@ -415,7 +417,7 @@ def _verdicts(
 
     The code is compared as applied: the commit plus the recorded diff (its md5), not a diff the
     worktree would give now, which picks up files that appeared in it since (caches, outputs)."""
-    from xp import track
+    from xp.record import track
 
     rows, mismatches, per_seed, env, causes = [], [], {}, set(), {}
     for child in children:

@@ -6,14 +6,14 @@ digits 5-9: a real transfer-learning setting that trains in seconds on a CPU. Ru
 
 from pathlib import Path
 
-from xp import numerics
+from xp.record import numerics
 
 numerics.apply("portable")  # before torch: the same weights, bit for bit, on any x86-64 CPU
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from xp.cnn import new_cnn, save_cnn  # noqa: E402
+from xp.train.cnn import new_cnn, save_cnn  # noqa: E402
 
 OUT = Path("models/digits_pretrained")
 SEED, EPOCHS, BATCH, LR = 0, 30, 64, 2e-3

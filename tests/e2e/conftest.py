@@ -60,7 +60,7 @@ def free_port() -> int:
 @pytest.fixture
 def team_server(database, tmp_path, monkeypatch):
     """`xp server` (MLflow's server, basic auth, artifacts served) on a free port."""
-    from xp import server
+    from xp.record import server
 
     spec = server.ServerSpec(
         backend=database, artifacts=tmp_path / "served-artifacts",

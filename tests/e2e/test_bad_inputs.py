@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from tests.conftest import copy_repo, parent_id_in, run
-from xp import supervise
+from xp.record import supervise
 
 pytestmark = pytest.mark.e2e
 

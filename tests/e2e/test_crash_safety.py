@@ -17,9 +17,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from tests.conftest import BIN, copy_repo, parent_id_in, run
-from xp import supervise
-from xp.track import metric_histories, repeated_points
+from tests.conftest import BIN, copy_repo, default_signals, parent_id_in, run
+from xp.record import supervise
+from xp.record.track import metric_histories, repeated_points
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +83,7 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(crash, point, monkeypat
 
 
 def _seed_pids(repo, parent_id: str) -> dict[str, int]:
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     pids = {}
     for child in children_of(parent_id):
@@ -107,7 +107,8 @@ def _start_and_kill(repo, args: list[str], sig: int) -> tuple[str, int]:
     parent id and the parent's exit code."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)  # fmt: skip
     parent_id = parent_id_in(proc.stdout.readline())
     logs = [repo / ".xp" / "runs" / parent_id / f"seed-{s}.log" for s in (1, 2)]
     sizes = [log.stat().st_size if log.exists() else 0 for log in logs]
@@ -140,7 +141,7 @@ def _start_and_kill(repo, args: list[str], sig: int) -> tuple[str, int]:
 def test_killing_a_repeats_parent_orphans_nothing_and_fails_no_seed(repo):
     """SIGTERM (a scheduler's preemption), then SIGKILL during the resumed run, then the same
     command once more: every seed ends with each of its steps recorded once, none failed."""
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     args = ["xp", "repeat", "digits", "train.epochs=40", "eval.every=50", "eval.patience=null",
             "train.checkpoint_every=100", "--seeds", "2", "--jobs", "2"]  # fmt: skip
@@ -176,7 +177,7 @@ def test_a_seed_that_kills_its_worker_costs_that_seed_alone(repo):
     """One warm worker trains seeds 1, 2, 3 in turn; seed 2 takes it down with SIGKILL at step 3.
     Seed 3 gets a new worker and finishes; seed 2 alone is marked, and the same command resumes
     it from its record."""
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     args = ["xp", "repeat", *ARGS[:-1], "--seeds", "3", "--jobs", "1"]  # (it sets the threads)
     proc = run(args, repo, env={supervise.FAULT_ENV: "step@3", supervise.FAULT_SEEDS_ENV: "2"})

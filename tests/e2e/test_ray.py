@@ -19,9 +19,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tests.conftest import BIN, git, parent_id_in, run
+from tests.conftest import BIN, default_signals, git, parent_id_in, run
 from tests.e2e.conftest import free_port
-from xp import supervise
+from xp.record import supervise
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def test_seeds_on_ray_crash_alone_resume_and_match_local(cluster, repo, tmp_path
                    env={supervise.FAULT_ENV: "step@3", supervise.FAULT_SEEDS_ENV: "2"})  # fmt: skip
     assert "seed 2: exit -9" in proc.stdout and "failed seeds: 2" in proc.stdout, proc.stdout
     parent_id = parent_id_in(proc.stdout)
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     kids = {int(k.data.params["seed"]): k for k in children_of(parent_id)}
     assert {s: k.info.status for s, k in kids.items()} == {1: "FINISHED", 2: "RUNNING",
@@ -108,7 +108,8 @@ def test_ctrl_c_checkpoints_every_ray_seed_and_the_command_resumes(
             "--ray-address", address]  # fmt: skip
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signals)  # fmt: skip
     parent_id = parent_id_in(proc.stdout.readline())
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # both seeds train (their logs on the node say so)
@@ -119,7 +120,7 @@ def test_ctrl_c_checkpoints_every_ray_seed_and_the_command_resumes(
     proc.send_signal(signal.SIGINT)
     out, errors = proc.communicate(timeout=240)
     assert proc.returncode == 130, out + errors
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     kids = children_of(parent_id)
     assert len(kids) == 2 and {k.info.status for k in kids} == {"KILLED"}, out + errors

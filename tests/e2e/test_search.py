@@ -12,7 +12,7 @@ import time
 import mlflow
 import pytest
 
-from tests.conftest import BIN, run
+from tests.conftest import BIN, default_signals, run
 from xp import stats
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,7 @@ def test_a_search_confirms_its_best_on_fresh_seeds_and_survives_kill_9(repo):
     cmd = ["xp", "search", "digits", *FAST, *ARGS]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, text=True,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.DEVNULL, preexec_fn=default_signals)  # fmt: skip
     deadline = time.monotonic() + 300
     for line in proc.stdout:  # the first two trials are told, the next two start: kill it
         if line.startswith("trial 2: ") or time.monotonic() > deadline:

@@ -19,7 +19,7 @@ def test_a_study_on_a_team_server_lives_in_postgresql_and_a_rerun_trains_nothing
     repo, team_server, monkeypatch
 ):
     from tests.e2e.conftest import _drop
-    from xp.server import ensure_database
+    from xp.record.server import ensure_database
 
     env = team_server["env"]
     for key, value in env.items():

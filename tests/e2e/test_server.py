@@ -58,7 +58,7 @@ def test_the_chain_runs_against_a_team_server_on_postgresql(repo, team_server, m
 
 
 def test_a_postgresql_store_without_a_server(repo, database, tmp_path):
-    from xp.server import ensure_database
+    from xp.record.server import ensure_database
 
     assert ensure_database(database)  # (xp server creates it; a user runs `createdb`)
     env = {"MLFLOW_TRACKING_URI": database}

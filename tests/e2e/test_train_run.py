@@ -58,7 +58,7 @@ def test_mlflow_run_records_the_whole_training_run(repo):
     assert tags["xp.env.device"] == "cpu" and tags["xp.env.deterministic"] == "true"
     import torch
 
-    from xp.numerics import cpu_model
+    from xp.record.numerics import cpu_model
 
     assert tags["xp.env.cpu"] == cpu_model()  # the hardware and kernels that made the numbers
     assert tags["xp.env.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -66,7 +66,7 @@ def test_mlflow_run_records_the_whole_training_run(repo):
     assert tags["xp.env.threads"] == "1"  # the digits config pins one thread
     import os
 
-    from xp.numerics import NUMERICS_ENV, env_summary
+    from xp.record.numerics import NUMERICS_ENV, env_summary
 
     expected = {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ}
     expected.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # set by deterministic mode

@@ -100,7 +100,7 @@ def test_runs_are_readably_named_and_a_repeat_shows_its_summary_in_the_mlflow_ui
     assert "verdict: holds" in page and "**" not in page  # markdown rendered, not shown raw
 
     # a seed's page carries the configuration and its seed
-    from xp.track import children_of
+    from xp.record.track import children_of
 
     seed = next(c for c in children_of(weak.info.run_id) if c.data.params["seed"] == "2")
     page = _page_text(chromium, f"{mlflow_ui}/#/experiments/{experiment}/runs/{seed.info.run_id}",

@@ -1,0 +1,116 @@
+"""What the `xp` command line draws: progress bars, tables, result lines (rich).
+
+Only `xp.cli` uses this module; the library returns data and prints nothing. It imports rich
+alone, so `xp --help` stays cheap.
+"""
+
+from __future__ import annotations
+
+from xp.train.console import err, out  # one console per stream, whichever wing prints
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A rich table on stdout."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+class SeedProgress:
+    """One progress bar per seed while a repeat trains."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+        self._bar = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            console=out, disable=not out.is_terminal,
+        )  # fmt: skip
+        self._tasks: dict[int, int] = {}
+        self._warned: set[str] = set()
+        self._bar.start()
+
+    def parent(self, run_id: str, resumed: bool) -> None:
+        word = "resuming" if resumed else "started"
+        out.print(f"repeat run [bold]{run_id}[/] {word}", highlight=False)
+
+    def __call__(self, seed: int, kind: str, info: dict) -> None:
+        if seed not in self._tasks:
+            self._tasks[seed] = self._bar.add_task(f"seed {seed}", total=None)
+        task = self._tasks[seed]
+        if kind == "line" and info["line"].startswith("warning: "):  # once, not once per seed
+            if info["line"] not in self._warned:
+                self._warned.add(info["line"])
+                err.print(info["line"], highlight=False, soft_wrap=True)
+        elif kind == "progress":
+            self._bar.update(task, completed=info["step"], total=info["total"])
+        elif kind == "done":
+            word = "done" if info["code"] == 0 else f"exit {info['code']}"
+            self._bar.update(task, description=f"seed {seed} {word}")
+            if not out.is_terminal:
+                out.print(f"seed {seed}: {word}", highlight=False)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+def print_summary(summary: dict) -> None:
+    """A repeat's statistics table, failed seeds, verdict and where the report is."""
+    from xp.report import terminal_rows
+
+    title = f"{summary['metric']} over seeds (successful seeds)"
+    print_table(title, ["metric", "n", "mean", "std", "95% CI"], terminal_rows(summary))
+    if summary["failed_seeds"]:
+        out.print(f"failed seeds: {', '.join(map(str, summary['failed_seeds']))}", highlight=False)
+    if summary.get("verdict"):
+        cmp = summary["comparison"]
+        out.print(
+            f"verdict: [bold]{summary['verdict']}[/] (improvement {cmp['diff']:.4f}, 95% CI "
+            f"[{cmp['diff_ci95_low']:.4f}, {cmp['diff_ci95_high']:.4f}], one-sided Welch p="
+            f"{cmp['welch']['p_value']:.3g}; seeds per arm to settle it: "
+            f"{cmp.get('seeds_needed')})",
+            highlight=False,
+        )
+    logged = f"runs:/{summary['parent_run_id']}/report"
+    out.print(f"report: {summary['report_dir']} (logged to {logged})", highlight=False)
+
+
+def print_gates(gates: list) -> None:
+    """The promotion gates: passed or not, the value measured, what it needed."""
+    rows = [[g.name, "[green]yes[/]" if g.passed else "[bold red]no[/]", str(g.value),
+             g.threshold] for g in gates]  # fmt: skip
+    print_table("promotion gates", ["gate", "passed", "value", "needs"], rows)
+
+
+def print_ranking(result: dict, rows: list[list[str]]) -> None:
+    """`xp compare`'s table (header row first) and its warnings."""
+    print_table(f"{result['metric']} by configuration ({result['n_runs']} runs)", rows[0], rows[1:])
+    for w in result["warnings"]:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def print_reproduction(run_id: str, result: dict) -> None:
+    """Original, reproduced and difference of every metric; what else changed; the verdict."""
+    from xp.reproduce import format_value
+
+    rows = [[r["metric"], *(format_value(r[k]) for k in ("original", "reproduced", "diff"))]
+            for r in result["rows"]]  # fmt: skip
+    print_table(f"run {run_id} reproduced as {result['reproduction']}",
+                ["metric", "original", "reproduced", "difference"], rows)  # fmt: skip
+    for m in result["mismatches"]:
+        err.print(f"[yellow]record differs:[/] {m}", highlight=False)
+    for m in result["environment"]:
+        err.print(f"[yellow]environment differs:[/] {m}", highlight=False)
+    from xp.reproduce import verdict_line
+
+    out.print(f"verdict: [bold]{verdict_line(result)}[/] (tolerance {result['tolerance']:g})",
+              highlight=False, soft_wrap=True)  # fmt: skip
+    if (result.get("cause") or "").startswith("unexplained"):
+        err.print("[bold red]error:[/] a determinism bug: the same code, data, seeds and "
+                  "environment gave other numbers; please report it with both run ids",
+                  highlight=False)  # fmt: skip

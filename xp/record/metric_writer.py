@@ -1,0 +1,312 @@
+"""The metric writer: a child process that puts buffered metrics into the tracking store.
+
+A child process (`python -m xp.record.metric_writer`, spoken to in JSON lines on stdin/stdout),
+the same loop in a child forked from a warm worker (no second interpreter to start), or a thread;
+`start_writer` starts the kind `use_writer` chose.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from collections.abc import Callable, Iterable
+from typing import IO, Any
+
+from xp import XpError
+
+BUSY_TIMEOUT_MS = 60_000  # several seeds write at once; wait for the lock instead of failing
+
+
+class WriterError(XpError):
+    """The writer could not write, or died."""
+
+
+_PRAGMAS_INSTALLED = False
+
+
+def install_sqlite_pragmas() -> None:
+    global _PRAGMAS_INSTALLED
+    if _PRAGMAS_INSTALLED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.close()
+
+    _PRAGMAS_INSTALLED = True
+
+
+class _Writer:
+    """What the tracker hands metric batches to: `put` them, `wait` until they are written.
+
+    Both kinds run the same loop (`_write`) and answer a flush once everything sent before it is
+    in the store, in order.
+    """
+
+    _token = 0
+
+    def alive(self) -> bool: ...
+
+    def _send(self, message: dict[str, Any]) -> None: ...
+
+    def _answer(self) -> str | None:
+        """The writer's next answer line; None if it died."""
+        ...
+
+    def close(self) -> None: ...
+
+    def put(self, uri: str, run_id: str, batch: list[tuple[str, float, int, int]]) -> None:
+        self._send({"uri": uri, "run": run_id, "metrics": batch})
+
+    def wait(self) -> None:
+        """Block until everything sent so far is in the store.
+
+        Raises:
+            WriterError: the writer failed to write or died.
+        """
+        self._token += 1
+        self._send({"flush": self._token})
+        while True:
+            line = self._answer()
+            if line is None:
+                raise WriterError("the metric writer died; metrics were lost")
+            kind, _, value = line.partition(" ")
+            if kind == "error":
+                raise WriterError(f"could not write metrics to the store: {value}")
+            if kind == "ack" and int(value) == self._token:
+                return
+
+
+class _ProcessWriter(_Writer):
+    """A child process (`python -m xp.record.metric_writer`) that writes metric batches to the
+    store.
+
+    A thread would share the training process's GIL: at ~80 us of Python per metric in MLflow's
+    SQL store, three metrics a step cost a small model several percent of its speed. A process
+    costs the loop one pipe write per batch. It speaks JSON lines on stdin/stdout (no
+    multiprocessing, so callers need no `__main__` guard). `start_writer` starts it early so its
+    imports (~2.5 s of CPU) overlap the trainer's setup.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "xp.record.metric_writer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C is the trainer's to handle, not the writer's
+        )
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def _send(self, message: dict[str, Any]) -> None:
+        import json
+
+        try:
+            self._stdin.write(json.dumps(message) + "\n")
+            if "flush" in message:
+                self._stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise WriterError("the metric writer process died; metrics were lost") from None
+
+    def _answer(self) -> str | None:
+        line = self._stdout.readline()
+        return line.rstrip("\n") if line else None
+
+    def close(self) -> None:
+        if self.alive():
+            self._proc.stdin.close()  # end of input: the writer finishes and exits
+            self._proc.wait(timeout=60)
+
+
+class _ForkedWriter(_ProcessWriter):
+    """The writer process forked from this one: a warm worker's, which has every import the
+    loop needs already (a spawned writer pays ~2.5 s of CPU for them, per worker).
+
+    Forked while the process still has one thread and no store connection (a forked child must
+    not inherit a lock held by another thread, or share a connection): `use_writer("fork")` then
+    `start_writer()` first thing in the worker. A writer that dies later is replaced by a
+    spawned one (forking a process that runs threads is not safe).
+    """
+
+    def __init__(self, close_in_child: tuple[int, ...] = ()) -> None:
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the writer
+            code = 1
+            try:
+                os.setsid()  # Ctrl-C is the trainer's to handle (`_serve_writer` ignores it)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.dup2(to_child, 0)
+                os.dup2(from_child, 1)
+                for fd in (to_child, from_parent, to_parent, from_child, *close_in_child):
+                    os.close(fd)  # only the worker's ends keep the pipes open: EOF if it dies
+                _serve_writer(os.fdopen(0, "r"), os.fdopen(1, "w"))
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(to_child)
+        os.close(from_child)
+        self._pid, self._code = pid, None
+        self._stdin = os.fdopen(from_parent, "w", buffering=1)
+        self._stdout = os.fdopen(to_parent, "r")
+
+    def alive(self) -> bool:
+        if self._code is None:
+            done, status = os.waitpid(self._pid, os.WNOHANG)
+            if done:
+                self._code = os.waitstatus_to_exitcode(status)
+        return self._code is None
+
+    def close(self) -> None:
+        import time
+
+        if self.alive():
+            self._stdin.close()  # end of input: the writer finishes and exits
+            deadline = time.monotonic() + 60
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+
+class _ThreadWriter(_Writer):
+    """The same loop on a thread of this process: no second interpreter to start.
+
+    For a process that trains seed after seed (a warm worker) or logs little (a repeat's
+    parent), a writer process's imports and exit (~3 s of CPU, on cores the seeds need) cost
+    more than sharing the GIL with the training loop (~80 us a metric).
+    """
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self._inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._answers: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="xp-metric-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            _write(iter(self._inbox.get, None), self._answers.put)
+        finally:
+            self._answers.put(None)  # a waiter learns that nothing more will come
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if not self.alive():
+            raise WriterError("the metric writer thread died; metrics were lost")
+        self._inbox.put(message)
+
+    def _answer(self) -> str | None:
+        return self._answers.get()
+
+    def close(self) -> None:
+        if self.alive():
+            self._inbox.put(None)  # end of input: the loop finishes what it has
+            self._thread.join(timeout=60)
+
+
+WRITER_KINDS = ("process", "fork", "thread")
+_KIND: str | None = None  # None: a process for a training loop, a thread for anything else
+_WRITER: _Writer | None = None
+_FORKED = False  # a writer was forked: a replacement is spawned (the process has threads now)
+
+
+def use_writer(kind: str) -> None:
+    """Fix the kind of writer this process starts, whatever it runs: `fork` in a forked warm
+    worker (then `start_writer()` at once, before any thread), `thread` where neither a new
+    interpreter nor a fork pays (a Ray actor's loop)."""
+    global _KIND
+    if kind not in WRITER_KINDS:
+        raise ValueError(f"metric writer {kind!r}: use one of {', '.join(WRITER_KINDS)}")
+    _KIND = kind
+
+
+def writer_kind() -> str | None:
+    """The kind `use_writer` fixed, if any."""
+    return _KIND
+
+
+def start_writer(training: bool = False, close_in_child: tuple[int, ...] = ()) -> _Writer:
+    """The process's metric writer, started on first use: unless `use_writer` fixed the kind, a
+    process for a training loop (call early: it imports MLflow while the model loads), a thread
+    for a process that logs a summary (a repeat's parent). `close_in_child`: descriptors a
+    forked writer must not hold open (a worker's socket to its executor)."""
+    global _WRITER, _FORKED
+    if _WRITER is None or not _WRITER.alive():
+        import atexit
+
+        kind = _KIND or ("process" if training else "thread")
+        if kind == "fork" and _FORKED:
+            kind = "process"
+        if kind == "fork":
+            _WRITER, _FORKED = _ForkedWriter(close_in_child), True
+        else:
+            _WRITER = _ProcessWriter() if kind == "process" else _ThreadWriter()
+        atexit.register(_WRITER.close)
+    return _WRITER
+
+
+def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) -> None:
+    """The writer's loop: write each batch, in order; answer each flush with `ack <token>` once
+    everything before it is written, or with `error ...` if a batch could not be."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    clients: dict[str, Any] = {}
+    for message in messages:
+        if "flush" in message:
+            answer(f"ack {message['flush']}")
+            continue
+        uri = message["uri"]
+        if uri not in clients:
+            if uri.startswith("sqlite:///"):
+                install_sqlite_pragmas()
+            clients[uri] = mlflow.MlflowClient(uri)
+        batch = message["metrics"]
+        try:
+            for i in range(0, len(batch), 1000):
+                chunk = [Metric(k, v, ts, step) for k, v, ts, step in batch[i : i + 1000]]
+                clients[uri].log_batch(message["run"], metrics=chunk)
+        except Exception as e:  # say so at the next flush; later batches may still get through
+            answer(f"error {type(e).__name__}: {str(e).splitlines()[0]}")
+
+
+def _serve_writer(inbox: IO[str], outbox: IO[str]) -> None:
+    """The writer process: JSON lines in, answers out; leaves without the interpreter's
+    teardown (~1 s) once its input ends, everything written."""
+    import json
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def answer(line: str) -> None:
+        outbox.write(line + "\n")
+        outbox.flush()
+
+    _write((json.loads(line) for line in inbox), answer)
+    outbox.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve_writer(sys.stdin, sys.stdout)
