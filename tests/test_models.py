@@ -83,3 +83,19 @@ def test_a_hub_id_without_network_is_a_clear_error(monkeypatch):
     config = load_config("vader", ["model.name=someone/no-such-model"], projects)
     with pytest.raises(ModelError, match="could not load model 'someone/no-such-model'"):
         build_model(config, Path("."), seed_init=1)
+
+
+def test_a_model_pickled_before_the_wings_still_loads():
+    """A digits champion registered before the modules moved was pickled as `xp.cnn.DigitsCNN`:
+    that name still unpickles, as the class the code now holds."""
+    import pickle
+
+    from xp.train import cnn
+
+    model = new_cnn(4)
+    old = pickle.dumps(model, protocol=2).replace(b"xp.train.cnn", b"xp.cnn")  # (GLOBAL opcode)
+    assert b"xp.cnn" in old and b"xp.train.cnn" not in old
+    loaded = pickle.loads(old)
+    assert type(loaded) is cnn.DigitsCNN
+    assert all((a == b).all() for a, b in zip(loaded.state_dict().values(),
+                                                model.state_dict().values()))  # fmt: skip
