@@ -146,7 +146,7 @@ def child(args: argparse.Namespace) -> int:
         from xp.record.track import start_tracker
 
         use_writer(args.writer)
-        start_writer(training=True)  # as `xp.train.train` does, before the run opens
+        start_writer(training=True)  # as `xp.train.loop.train` does, before the run opens
         tags = {"xp.kind": "bench", "xp.bench.writer": str(i)}
         tracker = start_tracker(True, PROJECT, REPO, tags=tags, run_name=f"writer-{i}")
         report["run_id"] = tracker.run_id

@@ -8,7 +8,7 @@ Run from the repo root (no GPU needed; on 2 CPU cores about 5 minutes by default
 What it measures (wall time of the training loop only; setup, test evaluation and model logging
 are outside every timer):
 
-1. digits (projects/digits, the small CNN): `xp.train.train(..., track=True)` against
+1. digits (projects/digits, the small CNN): `xp.train.loop.train(..., track=True)` against
    `track=False` (the `--no-track` null tracker, same methods, records nothing). Time is
    `Result.fit_seconds`, which for a tracked run includes flushing the buffered metrics into the
    store, so "tracked" means "every metric is in the database when the clock stops".
@@ -195,7 +195,7 @@ def per_step_keys(points: dict[str, int], steps: int) -> list[str]:
 
 # -- xp arms --------------------------------------------------------------------------------------
 def xp_arm(project: str, root: Path, overrides: list[str], track: bool, made: list[str]) -> Arm:
-    """One arm that runs `xp.train.train` and reports `Result.fit_seconds`."""
+    """One arm that runs `xp.train.loop.train` and reports `Result.fit_seconds`."""
     from xp.config import load_config
     from xp.train.loop import train
 

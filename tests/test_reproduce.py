@@ -209,3 +209,18 @@ def test_fresh_seeds_under_other_kernels_get_a_statistical_verdict(digits_groups
     assert "Equivalence of test/f1" in mlflow.artifacts.load_text(
         f"runs:/{parent.info.run_id}/reproduce/comparison.md"
     )
+
+
+def test_a_tree_recorded_before_the_wings_reproduces_on_processes(tmp_path):
+    """Warm workers start the recorded tree's `xp.execute.worker`: a tree without it (recorded
+    before warm workers, or before the modules moved into wings, when the worker was
+    `xp/worker.py`) runs a process per seed, whatever was asked."""
+    from xp.reproduce import executor_for
+
+    (tmp_path / "xp").mkdir()
+    (tmp_path / "xp" / "worker.py").write_text("")
+    assert executor_for(tmp_path, "warm") == "process"
+    (tmp_path / "xp" / "execute").mkdir()
+    (tmp_path / "xp" / "execute" / "worker.py").write_text("")
+    assert executor_for(tmp_path, "warm") == "warm"
+    assert executor_for(tmp_path, "process") == "process"

@@ -12,7 +12,7 @@ from tests.conftest import FAST_DIGITS, merged
 from xp.config import load_config
 from xp.search import study as search
 from xp.train.loop import train
-from xp.train.pruning import Pruning
+from xp.train.pruning import hook_from_env
 
 
 def test_a_trial_the_median_pruner_stops_ends_pruned_untested_and_unranked(repo, monkeypatch):
@@ -32,7 +32,7 @@ def test_a_trial_the_median_pruner_stops_ends_pruned_untested_and_unranked(repo,
     monkeypatch.setenv(search.TAGS_ENV, json.dumps({"xp.study": "S", "xp.trial": "1",
                                                     "xp.stage": "search"}))  # fmt: skip
     config = load_config("digits", merged(*FAST_DIGITS), repo / "projects")
-    result = train(config, repo, should_stop=Pruning.from_env().should_stop)  # as a trial does
+    result = train(config, repo, should_stop=hook_from_env())  # as a trial's `xp train` does
     assert (result.outcome, result.status, result.steps) == ("pruned", "FINISHED", 5)
     run = mlflow.get_run(result.run_id)
     tags, metrics = run.data.tags, run.data.metrics

@@ -37,14 +37,17 @@ class _MovedModules:
         return importlib.util.spec_from_loader(name, _MovedModules())
 
     @staticmethod
-    def create_module(spec):
-        import importlib
-
-        return importlib.import_module(_MOVED[spec.name])
+    def create_module(spec) -> None:
+        """A placeholder: `exec_module` puts the real module in its place."""
 
     @staticmethod
     def exec_module(module) -> None:
-        """The module ran when its new name was imported."""
+        """The old name is the module of the new one (its own spec untouched): the import system
+        hands back whatever `sys.modules` holds under the name once this returns."""
+        import importlib
+        import sys
+
+        sys.modules[module.__name__] = importlib.import_module(_MOVED[module.__name__])
 
 
 def _install_moved_modules() -> None:

@@ -275,9 +275,9 @@ def reproduce(
             )
         if on_start:
             on_start(group or new_ids[jobs_list[0].seed])
-        if executor == "warm" and not (code / "xp" / "worker.py").exists():
-            executor = "process"  # code recorded before warm workers existed
-        LocalExecutor(jobs, cwd=code, kind=executor).run(jobs_list, on_event or (lambda *a: None))
+        LocalExecutor(jobs, cwd=code, kind=executor_for(code, executor)).run(
+            jobs_list, on_event or (lambda *a: None)
+        )
         for new_id in new_ids.values():  # a seed that crashed before training: say so
             if track.get_run(new_id).info.status == "RUNNING":
                 _end_run(new_id, "FAILED")
@@ -400,6 +400,16 @@ def _copy_repeat_record(original: Any, new_id: str) -> None:
                         "config.yaml")  # fmt: skip
     except XpError:
         pass  # an older repeat without its config artifact: the params still say it all
+
+
+def executor_for(code: Path, executor: str) -> str:
+    """The executor that can run a recorded tree's seeds: its warm workers are this code's
+    `xp.execute.worker`; a tree recorded before warm workers existed, or before the modules moved
+    into wings (its worker was `xp/worker.py`), runs a process per seed (`python -m xp.cli train`,
+    which every recorded tree has)."""
+    if executor == "warm" and not (code / "xp" / "execute" / "worker.py").exists():
+        return "process"
+    return executor
 
 
 def _end_run(run_id: str, status: str) -> None:

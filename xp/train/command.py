@@ -65,14 +65,13 @@ def run(
 
         numerics.apply(config.train.numerics)  # before torch is imported: kernels pick at import
         from xp.train.loop import train
-        from xp.train.pruning import Pruning
+        from xp.train.pruning import hook_from_env
 
-        pruning = Pruning.from_env()  # a search's trial: its pruner's hook
         progress = TrainProgress()
         try:
             result = train(
                 config, workspace, overrides=overrides, track=track, resume=resume, group=group,
-                events=progress, should_stop=pruning.should_stop if pruning else None,
+                events=progress, should_stop=hook_from_env(),  # a search's trial: its pruner
             )  # fmt: skip
         finally:
             progress.close()

@@ -9,6 +9,7 @@ The search imports the names below to set them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 # how a trial's training process finds its Optuna trial (pruning), and its extra tags
@@ -54,3 +55,19 @@ class Pruning:
     def should_stop(self, step: int, val: dict[str, float]) -> bool:
         self.trial.report(val[self.metric], step)
         return self.trial.should_prune()
+
+
+def hook_from_env() -> Callable[[int, dict[str, float]], bool] | None:
+    """The `should_stop` hook of a search's trial process, or None outside a search. The trial is
+    loaded when the run first asks, inside the run: a study storage that fails then ends the run
+    FAILED under its study, as any error of a run does, and never before the run's own checks."""
+    if not os.environ.get(TRIAL_ENV):
+        return None
+    loaded: list[Pruning | None] = []
+
+    def should_stop(step: int, val: dict[str, float]) -> bool:
+        if not loaded:
+            loaded.append(Pruning.from_env())
+        return loaded[0] is not None and loaded[0].should_stop(step, val)
+
+    return should_stop
