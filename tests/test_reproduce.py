@@ -215,7 +215,7 @@ def test_a_tree_recorded_before_the_wings_reproduces_on_processes(tmp_path):
     """Warm workers start the recorded tree's `xp.execute.worker`: a tree without it (recorded
     before warm workers, or before the modules moved into wings, when the worker was
     `xp/worker.py`) runs a process per seed, whatever was asked."""
-    from xp.reproduce import executor_for
+    from xp.record.rebuild import executor_for
 
     (tmp_path / "xp").mkdir()
     (tmp_path / "xp" / "worker.py").write_text("")

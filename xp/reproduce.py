@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from xp import XpError
-from xp.record.rebuild import build_worktree, check_commit, place_data, remove_worktree
+from xp.record.rebuild import (
+    build_worktree,
+    check_commit,
+    executor_for,
+    place_data,
+    remove_worktree,
+)
 from xp.record.workspace import Workspace
 
 IDENTICAL, WITHIN, DIFFERS = "identical", "within tolerance", "differs"
@@ -400,16 +406,6 @@ def _copy_repeat_record(original: Any, new_id: str) -> None:
                         "config.yaml")  # fmt: skip
     except XpError:
         pass  # an older repeat without its config artifact: the params still say it all
-
-
-def executor_for(code: Path, executor: str) -> str:
-    """The executor that can run a recorded tree's seeds: its warm workers are this code's
-    `xp.execute.worker`; a tree recorded before warm workers existed, or before the modules moved
-    into wings (its worker was `xp/worker.py`), runs a process per seed (`python -m xp.cli train`,
-    which every recorded tree has)."""
-    if executor == "warm" and not (code / "xp" / "execute" / "worker.py").exists():
-        return "process"
-    return executor
 
 
 def _end_run(run_id: str, status: str) -> None:

@@ -24,7 +24,7 @@ from xp.cli.terminal import (
     print_reproduction,
     print_summary,
 )
-from xp.config import split_extra_args  # noqa: F401  (the CLI's parsing of leftovers: tests use it here)
+from xp.config import split_extra_args
 from xp.record.supervise import leave, terminate_as_interrupt
 from xp.record.track import tag_project_run
 from xp.train.console import EXIT_FAILED_RUN, EXIT_KILLED, EXIT_USER_ERROR

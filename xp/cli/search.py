@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 
 from xp import XpError
-from xp.cli.app import _check_executor, _fail, _stopped, _workspace, app, split_extra_args
+from xp.cli.app import _check_executor, _fail, _stopped, _workspace, app
 from xp.cli.terminal import out
+from xp.config import split_extra_args
 from xp.record.supervise import terminate_as_interrupt
 
 

@@ -126,3 +126,13 @@ def _pull(repo: Any, hash_info: Any) -> str:
     except Exception as e:  # unreachable remote: say so, the data is still missing
         return f"the default DVC remote ({type(e).__name__}: {str(e).splitlines()[0]})"
     return f"the default DVC remote ({repo.config['core'].get('remote')})"
+
+
+def executor_for(code: Path, executor: str) -> str:
+    """The executor that can run a recorded tree's seeds: its warm workers are this code's
+    `xp.execute.worker`; a tree recorded before warm workers existed, or before the modules moved
+    into wings (its worker was `xp/worker.py`), runs a process per seed (`python -m xp.cli train`,
+    which every recorded tree has)."""
+    if executor == "warm" and not (code / "xp" / "execute" / "worker.py").exists():
+        return "process"
+    return executor
