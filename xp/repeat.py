@@ -57,6 +57,7 @@ class SeedRun:
     status: str  # MLflow status, or "MISSING" when no run was recorded
     outcome: str  # ok | early_stopped | failed | killed | crashed
     metrics: dict[str, float] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)  # kind -> hash (xp.fingerprint.*)
 
     @property
     def succeeded(self) -> bool:
@@ -80,8 +81,44 @@ def seed_runs(children: list[Any], seeds: list[int]) -> list[SeedRun]:
         outcome = run.data.tags.get("xp.outcome")
         if outcome is None:
             outcome = "killed" if run.info.status in ("KILLED", "RUNNING") else "crashed"
-        out.append(SeedRun(seed, run.info.run_id, run.info.status, outcome, dict(run.data.metrics)))
+        prints = {k.removeprefix(FINGERPRINT_TAG): v for k, v in run.data.tags.items()
+                  if k.startswith(FINGERPRINT_TAG)}  # fmt: skip
+        out.append(SeedRun(seed, run.info.run_id, run.info.status, outcome,
+                           dict(run.data.metrics), prints))  # fmt: skip
     return out
+
+
+FINGERPRINT_TAG = "xp.fingerprint."  # + data_order, init, dropout (xp.train.fingerprint)
+DRIVES = {"data_order": ("trained on the same data order", "data seed"),
+          "init": ("started from the same initial weights", "init seed"),
+          "dropout": ("drew from the same dropout generator", "dropout seed")}  # fmt: skip
+
+
+def seed_check(runs: list[SeedRun]) -> list[str]:
+    """What the seeds' fingerprints say: for each thing a seed drives, the seeds that share one
+    fingerprint although their seeds differ (`seeds 1-5 trained on the same data order: the script
+    ignores its data seed`). Empty: every seed took effect (or nothing was fingerprinted)."""
+    found = []
+    for kind, (what, seed_name) in DRIVES.items():
+        groups: dict[str, list[int]] = {}
+        for r in runs:
+            if kind in r.fingerprints:
+                groups.setdefault(r.fingerprints[kind], []).append(r.seed)
+        for seeds in groups.values():
+            if len(seeds) < 2:
+                continue
+            every = len(groups) == 1
+            found.append(f"seeds {_span(sorted(seeds))} {what}: "
+                         + (f"the script ignores its {seed_name}" if every
+                            else f"their {seed_name}s collide or are ignored"))  # fmt: skip
+    return found
+
+
+def _span(seeds: list[int]) -> str:
+    """`1-5` for consecutive seeds, else `1, 3, 7`."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
 
 
 def successful_values(runs: list[SeedRun], metric: str) -> dict[int, float]:
@@ -185,6 +222,7 @@ def summarize(
         "seeds": [r.seed for r in runs],
         "failed_seeds": [r.seed for r in runs if not r.succeeded],
         "per_seed": [r.__dict__ for r in runs],
+        "seed_check": seed_check(runs),
         "stats": {},
     }
     for key in _summary_keys(runs):
@@ -335,6 +373,7 @@ def record_summary(
             "mlflow.note.content": report.note(summary)}  # fmt: skip
     if summary.get("verdict"):
         tags["xp.verdict"] = summary["verdict"]
+    tags["xp.seed_check"] = "; ".join(summary.get("seed_check") or []) or "ok"
     tracker.set_tags(tags)
     out = workspace.run_dir(tracker.run_id) / "report"  # a local copy next to the run's logs
     report.write_report(summary, histories, out, title)
@@ -395,12 +434,11 @@ def repeat(
     from xp.record import tags as record
     from xp.record import track
     from xp.record.store import configure_store
-    from xp.train.models import resolve_source
+    from xp.train.models import model_source
 
     configure_store(workspace)
     base = resolve_baseline(baseline, metric)
-    kind, where = resolve_source(config.model.name, workspace.root)
-    prov = record.gather(config, workspace, (kind, where))
+    prov = record.gather(config, workspace, model_source(config, workspace.root))
     if base and base.get("test_md5") and base["test_md5"] != prov.data["test"]["md5"]:
         raise RepeatError(
             f"--baseline {base['id']} was tested on other test data (md5 {base['test_md5']} vs "

@@ -133,6 +133,8 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
     )
     if summary.get("verdict"):
         head += f" Verdict against the baseline: **{summary['verdict']}**."
+    for warning in summary.get("seed_check") or []:
+        head += f" Warning: {warning}."
     lines.append(("Summary", head))
     rows = [["metric", "seeds", "mean", "std", "95% CI", "median", "IQM", "min", "max"]]
     for key, both in summary["stats"].items():
@@ -207,6 +209,7 @@ def note(summary: dict[str, Any]) -> str:
         f"({', '.join(map(str, seeds))})",
         "",
         f"- failed seeds: {', '.join(map(str, failed)) if failed else 'none'}",
+        *(f"- warning: {w}" for w in summary.get("seed_check") or []),
     ]
     base, cmp = summary.get("baseline"), summary.get("comparison")
     if base is None:

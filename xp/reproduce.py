@@ -60,8 +60,15 @@ def compare_values(
 def compare_record(original: dict[str, str], reproduced: dict[str, str]) -> list[str]:
     """Record names (config hash, commit, diff, data md5s) that came out different."""
     keys = [*RECORD_KEYS, *(k for k in original if k.startswith("xp.data.") and k.endswith(".md5"))]
-    return [f"{k}: {original.get(k)} -> {reproduced.get(k)}" for k in keys
-            if original.get(k) != reproduced.get(k)]  # fmt: skip
+    found = [f"{k}: {original.get(k)} -> {reproduced.get(k)}" for k in keys
+             if original.get(k) != reproduced.get(k)]  # fmt: skip
+    for key in sorted(k for k in original if k.startswith("xp.fingerprint.")):
+        if reproduced.get(key) and reproduced[key] != original[key]:
+            found.append(
+                f"{key}: {original[key]} -> {reproduced[key]} (the same seed gave "
+                f"another {key.rsplit('.', 1)[-1]}: seeding is not deterministic)"
+            )
+    return found
 
 
 def environment_changes(original: dict[str, str], reproduced: dict[str, str]) -> list[str]:

@@ -67,6 +67,8 @@ def print_summary(summary: dict) -> None:
     print_table(title, ["metric", "n", "mean", "std", "95% CI"], terminal_rows(summary))
     if summary["failed_seeds"]:
         out.print(f"failed seeds: {', '.join(map(str, summary['failed_seeds']))}", highlight=False)
+    for warning in summary.get("seed_check") or []:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if summary.get("verdict"):
         cmp = summary["comparison"]
         out.print(

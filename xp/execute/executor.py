@@ -18,12 +18,13 @@ from pathlib import Path
 from xp import XpError
 from xp.execute.jobs import Executor, ExecutorError, OnEvent, SeedJob  # noqa: F401  (its interface)
 from xp.execute.slots import ForkServer, LogTail, SeedProcess, Slot, Worker, prepare_log
-from xp.record.supervise import FAULT_ENV, PARENT_ENV, STOP_GRACE_SECONDS
+from xp.record.supervise import FAULT_ENV, FAULT_STOP_ENV, PARENT_ENV, STOP_GRACE_SECONDS
 
 EXECUTORS = ("warm", "process", "ray")  # ray: `xp.execute.ray`
 # read when a seed runs, not when its process starts: they do not need a worker of their own
 # (so workers can start before the store is opened and the parent run exists)
-RUNTIME_ENV = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", FAULT_ENV)
+RUNTIME_ENV = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", FAULT_ENV,
+               FAULT_STOP_ENV)  # fmt: skip
 
 
 def gpu_count() -> int:

@@ -406,13 +406,11 @@ def for_repeat(config: Any, workspace: Workspace, address: str, jobs: int, cpus_
     """A `RayExecutor` ready to ship this tree's commit, diff and the config's inputs."""
     from xp.record import provenance
     from xp.record.tags import data_inputs
-    from xp.train.models import resolve_source
+    from xp.train.models import model_source
 
     executor = RayExecutor(address, jobs, workspace, cpus_per_seed, gpus_per_seed)
     root = workspace.root
     git = provenance.git_info(root)
-    data = provenance.data_versions(
-        data_inputs(config, resolve_source(config.model.name, root)), root
-    )
+    data = provenance.data_versions(data_inputs(config, model_source(config, root)), root)
     executor.prepare(git["commit"], git["diff"], git["remote"], data)
     return executor

@@ -230,6 +230,22 @@ _WRITER: _Writer | None = None
 _FORKED = False  # a writer was forked: a replacement is spawned (the process has threads now)
 
 
+_INHERITED: list[_Writer] = []  # a fork's copies of its parent's writer: never used, never closed
+
+
+def forget_inherited() -> None:
+    """In a process just forked from one that had a writer: that writer is the parent's (its
+    pipes, its exit handler); this process starts its own."""
+    global _WRITER, _FORKED, _KIND
+    if _WRITER is not None:
+        import atexit
+
+        atexit.unregister(_WRITER.close)
+        _INHERITED.append(_WRITER)
+        _WRITER = None
+    _FORKED, _KIND = False, None
+
+
 def use_writer(kind: str) -> None:
     """Fix the kind of writer this process starts, whatever it runs: `fork` in a forked warm
     worker (then `start_writer()` at once, before any thread), `thread` where neither a new
@@ -272,6 +288,7 @@ def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) ->
     from mlflow.entities import Metric
 
     clients: dict[str, Any] = {}
+    warm_store(os.environ.get("MLFLOW_TRACKING_URI"))  # while the trainer sets up
     for message in messages:
         if "flush" in message:
             answer(f"ack {message['flush']}")
@@ -288,6 +305,32 @@ def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) ->
                 clients[uri].log_batch(message["run"], metrics=chunk)
         except Exception as e:  # say so at the next flush; later batches may still get through
             answer(f"error {type(e).__name__}: {str(e).splitlines()[0]}")
+
+
+def warm_store(uri: str | None) -> None:
+    """Open the store of `uri` in this process ahead of its first write (a SQLite store's engine
+    and schema check take ~1 s), where it exists already (a new one is `configure_store`'s to
+    create, under its lock). Any error is left to the first write, which says it properly."""
+    if not uri:
+        return
+    try:
+        if uri.startswith("sqlite:///"):
+            db = uri.removeprefix("sqlite:///")
+            if not os.path.isfile(db):
+                return
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as probe:
+                made = probe.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
+                ).fetchone()
+            probe.close()
+            if not made:
+                return
+            install_sqlite_pragmas()
+        import mlflow
+
+        mlflow.MlflowClient(uri).search_experiments(max_results=1)
+    except Exception:
+        pass
 
 
 def _serve_writer(inbox: IO[str], outbox: IO[str]) -> None:

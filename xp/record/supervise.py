@@ -29,6 +29,7 @@ from xp.record.workspace import Workspace
 PARENT_ENV = "XP_PARENT_PID"  # set by the executor on each seed it starts
 FAULT_ENV = "XP_FAULT_KILL"
 FAULT_SEEDS_ENV = "XP_FAULT_KILL_SEEDS"  # only these seeds (master seeds, comma-separated)
+FAULT_STOP_ENV = "XP_FAULT_STOP"  # as XP_FAULT_KILL, but SIGTERM: a preemption at a known point
 PARENT_POLL_SECONDS = 0.5
 STOP_GRACE_SECONDS = 8.0  # after the parent died: time to checkpoint before a hard exit
 
@@ -184,8 +185,8 @@ def training_seed(seed: int | None) -> None:
     _current_seed = seed
 
 
-def _planned_fault() -> tuple[str, int | None] | None:
-    spec = os.environ.get(FAULT_ENV, "")
+def _planned_fault(env: str = FAULT_ENV) -> tuple[str, int | None] | None:
+    spec = os.environ.get(env, "")
     if not spec:
         return None
     only = os.environ.get(FAULT_SEEDS_ENV, "")
@@ -201,11 +202,13 @@ def fault_point(point: str, step: int | None = None) -> None:
     Points: `setup` (run created, nothing trained), `step@N` (after optimizer step N, its metrics
     buffered), `eval@N` (during the evaluation at step N), `checkpoint@N` (while the checkpoint
     of step N is saved), `log_model` (while the final model is being logged). With
-    `XP_FAULT_KILL_SEEDS=2,5`, only those seeds of a repeat are killed.
+    `XP_FAULT_KILL_SEEDS=2,5`, only those seeds of a repeat are killed. `XP_FAULT_STOP` names a
+    point the same way and sends SIGTERM instead (a scheduler's preemption, caught there).
     """
-    planned = _planned_fault()
-    if planned is None or planned[0] != point:
-        return
-    if planned[1] is not None and planned[1] != step:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    for env, sig in ((FAULT_ENV, signal.SIGKILL), (FAULT_STOP_ENV, signal.SIGTERM)):
+        planned = _planned_fault(env)
+        if planned is None or planned[0] != point:
+            continue
+        if planned[1] is not None and planned[1] != step:
+            continue
+        os.kill(os.getpid(), sig)

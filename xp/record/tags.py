@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from xp.config import Config, config_hash, flatten, split_paths, to_yaml
+from xp.config import (
+    ProjectConfig,
+    ScriptConfig,
+    config_hash,
+    data_paths,
+    flatten,
+    run_name,
+    split_paths,
+    to_yaml,
+)
 from xp.record import numerics
 from xp.record.workspace import Workspace
 
@@ -30,8 +40,11 @@ class Provenance:
     requirements: str
 
 
-def data_inputs(config: Config, model_source: tuple[str, str]) -> dict[str, str]:
-    """Name -> path of every data file or folder a run reads (splits, and a local checkpoint)."""
+def data_inputs(config: ProjectConfig, model_source: tuple[str, str]) -> dict[str, str]:
+    """Name -> path of every data file or folder a run reads (splits, and a local checkpoint; a
+    script project's every `data:` entry)."""
+    if isinstance(config, ScriptConfig):
+        return data_paths(config)
     paths = dict(split_paths(config.data))
     kind, _ = model_source
     if kind == "path":
@@ -40,7 +53,10 @@ def data_inputs(config: Config, model_source: tuple[str, str]) -> dict[str, str]
 
 
 def gather(
-    config: Config, workspace: Workspace, model_source: tuple[str, str], device: str | None = None
+    config: ProjectConfig,
+    workspace: Workspace,
+    model_source: tuple[str, str],
+    device: str | None = None,
 ) -> Provenance:
     """Read git, DVC and environment state (raises DataMissingError for a missing input)."""
     from xp.record import provenance
@@ -59,7 +75,9 @@ def command_for(project: str, overrides: list[str]) -> str:
     return shlex.join(["xp", "train", project, *overrides])
 
 
-def tags_for(config: Config, prov: Provenance, deterministic: bool, command: str) -> dict[str, str]:
+def tags_for(
+    config: ProjectConfig, prov: Provenance, deterministic: bool, command: str
+) -> dict[str, str]:
     """The RUN_SCHEMA tags of a training run (outcome and group are set elsewhere)."""
     git = prov.git
     tags: dict[str, str] = {
@@ -93,7 +111,20 @@ def tags_for(config: Config, prov: Provenance, deterministic: bool, command: str
     return tags
 
 
-def params_for(config: Config, seeds: dict[str, int]) -> dict[str, str]:
+def training_tags(config: ProjectConfig, prov: Provenance, workspace: Workspace,
+                  overrides: list[str], group: str | None) -> dict[str, str]:  # fmt: skip
+    """The tags a seed's training run starts with, whoever trains it: the RUN_SCHEMA tags, its
+    readable name, a search trial's `xp.study`... (`XP_RUN_TAGS`), and its repeat's id."""
+    command = command_for(config.project, overrides)
+    tags = tags_for(config, prov, config.train.deterministic, command)
+    tags["mlflow.runName"] = run_name(config, workspace.projects, f"s{config.seed.master}")
+    tags.update(json.loads(os.environ.get("XP_RUN_TAGS") or "{}"))
+    if group:
+        tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
+    return tags
+
+
+def params_for(config: ProjectConfig, seeds: dict[str, int]) -> dict[str, str]:
     """Flattened config plus the resolved per-purpose seeds (`seed.init`, ...)."""
     params = flatten(config)
     params.update({f"seed.{k}": str(v) for k, v in seeds.items() if k != "split"})
@@ -102,7 +133,7 @@ def params_for(config: Config, seeds: dict[str, int]) -> dict[str, str]:
     return params
 
 
-def write(tracker: Any, config: Config, seeds: dict[str, int], prov: Provenance) -> None:
+def write(tracker: Any, config: ProjectConfig, seeds: dict[str, int], prov: Provenance) -> None:
     """Log params, the resolved config, provenance artifacts and dataset inputs."""
     tracker.log_params(params_for(config, seeds))
     tracker.log_text(to_yaml(config), "config.yaml")

@@ -349,10 +349,10 @@ def search(config: Config, workspace: Workspace, *, overrides: list[str], space_
     from xp.record import track
     from xp.record.store import configure_store
     from xp.repeat import repeat_command, shared_params
-    from xp.train.models import resolve_source
+    from xp.train.models import model_source
 
     configure_store(workspace)
-    prov = record.gather(config, workspace, resolve_source(config.model.name, workspace.root))
+    prov = record.gather(config, workspace, model_source(config, workspace.root))
     code = f"{prov.git.get('commit')}+{hashlib.md5(prov.git.get('diff', '').encode()).hexdigest()}"
     name = study_name(config, overrides, space_path.read_text(), method, prune, metric,
                       seeds_per_trial, code)  # fmt: skip

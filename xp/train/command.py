@@ -12,7 +12,14 @@ from pathlib import Path
 import yaml
 
 from xp import XpError
-from xp.config import Config, config_hash, load_config, split_extra_args, validate
+from xp.config import (
+    ProjectConfig,
+    ScriptConfig,
+    config_hash,
+    load_config,
+    split_extra_args,
+    validate,
+)
 from xp.record.workspace import Workspace
 from xp.train.console import (
     EXIT_FAILED_RUN,
@@ -64,15 +71,22 @@ def run(
         from xp.record import numerics
 
         numerics.apply(config.train.numerics)  # before torch is imported: kernels pick at import
-        from xp.train.loop import train
-        from xp.train.pruning import hook_from_env
-
         progress = TrainProgress()
         try:
-            result = train(
-                config, workspace, overrides=overrides, track=track, resume=resume, group=group,
-                events=progress, should_stop=hook_from_env(),  # a search's trial: its pruner
-            )  # fmt: skip
+            if isinstance(config, ScriptConfig):
+                from xp.train.script import train_script
+
+                result = train_script(config, workspace, overrides=overrides, track=track,
+                                      resume=resume, group=group, events=progress)  # fmt: skip
+            else:
+                from xp.train.loop import train
+                from xp.train.pruning import hook_from_env
+
+                result = train(
+                    config, workspace, overrides=overrides, track=track, resume=resume,
+                    group=group, events=progress,
+                    should_stop=hook_from_env(),  # a search's trial: its pruner
+                )  # fmt: skip
         finally:
             progress.close()
     except XpError as e:
@@ -83,10 +97,23 @@ def run(
         return EXIT_USER_ERROR
     print_result(result)
     if result.status == "KILLED":
-        return EXIT_KILLED.get(result.signal, 130)
-    if result.outcome == "failed":
+        return exit_code_of_kill(result.signal)
+    if result.outcome == "failed" or result.status == "FAILED":  # (a script's crash too)
         return EXIT_FAILED_RUN
     return 0
+
+
+def exit_code_of_kill(name: str) -> int:
+    """130/143 for a run stopped by Ctrl-C/SIGTERM (a stop, for every seed of a repeat), 128 + the
+    signal's number for a script killed by another one (SIGKILL: 137, the seed alone)."""
+    import signal
+
+    if name in EXIT_KILLED:
+        return EXIT_KILLED[name]
+    try:
+        return 128 + signal.Signals[name].value
+    except KeyError:
+        return 130
 
 
 def run_args(args: list[str]) -> int:
@@ -103,7 +130,7 @@ def run_args(args: list[str]) -> int:
 
 
 def resolve_config(project: str, overrides: list[str], workspace: Workspace,
-                   resume: str | None) -> Config:  # fmt: skip
+                   resume: str | None) -> ProjectConfig:  # fmt: skip
     """The config to train: the project's with overrides, or a resumed run's recorded one
     (`xp train --resume`; nothing here imports torch, which the numerics profile must precede).
 

@@ -136,8 +136,11 @@ def print_result(result) -> None:
         err.print(f"[yellow]killed:[/] {result.message}", highlight=False)
         return
     line = "  ".join(f"{k} {v:.4f}" for k, v in result.test.items())
-    out.print(f"test  {line}", highlight=False, soft_wrap=True)
-    if result.outcome == "failed":
-        err.print(f"[bold red]failed:[/] run {result.run_id}: {result.message}", highlight=False)
+    if line:  # (a script's untracked run: its metrics are its own to print)
+        out.print(f"test  {line}", highlight=False, soft_wrap=True)
+    if result.outcome == "failed" or result.status == "FAILED":
+        err.print(
+            f"[bold red]{result.outcome}:[/] run {result.run_id}: {result.message}", highlight=False
+        )
     else:
         out.print(f"[green]{result.outcome}[/] run {result.run_id}", highlight=False)

@@ -10,7 +10,6 @@ exactly (`--resume <run_id>`).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -25,12 +24,12 @@ import numpy as np
 import torch
 
 from xp import XpError
-from xp.config import Config, higher_is_better, metrics_for, run_name
+from xp.config import Config, higher_is_better, metrics_for
 from xp.record import numerics, supervise
 from xp.record import tags as record
-from xp.record.track import Tracker, start_tracker
+from xp.record.track import Tracker, closed_on_error, start_tracker
 from xp.record.workspace import Workspace
-from xp.train import checkpoint
+from xp.train import checkpoint, fingerprint
 from xp.train.data import load_splits, take, to_tensors
 from xp.train.devices import device_label, pick_device
 from xp.train.metrics import task_metrics, trivial_baseline
@@ -187,6 +186,7 @@ def train(
     model, tokenizer, source = build_model(config, root, seeds["init"])
     check_layers(config, model)
     model.to(device)
+    init_print = fingerprint.of_params(model)  # (before a resumed run's weights are loaded)
     prov = record.gather(
         config, workspace, (source["kind"], source["location"]), device_label(device)
     )
@@ -195,16 +195,18 @@ def train(
         events("warning", {"message": skipped})
     splits = load_splits(config, root, prov.data)
     feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
+    with torch.random.fork_rng(devices=[]):  # the generator dropout will draw from, untouched
+        torch.manual_seed(seeds["dropout"])
+        dropout_print = fingerprint.of_rng()
+    prints = fingerprint.tags(
+        data_order=fingerprint.of_order(epoch_order(seeds["data_order"], 0, len(splits["train"]))),
+        init=init_print, dropout=dropout_print,
+    )  # fmt: skip
     if track:
         configure_store(workspace)  # (a store that cannot be opened is one line, and no run)
 
-    command = record.command_for(config.project, overrides or [])
-    tags = record.tags_for(config, prov, t.deterministic, command)
+    tags = record.training_tags(config, prov, workspace, overrides or [], group)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
-    tags["mlflow.runName"] = run_name(config, workspace.projects, f"s{config.seed.master}")
-    tags.update(json.loads(os.environ.get("XP_RUN_TAGS") or "{}"))  # a search trial's xp.study...
-    if group:
-        tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
     lock, saved, recorded = None, None, {}
     if resume:  # every check before the run is reopened: a refusal leaves it as it was
         recorded, lock, saved = claim(workspace, resume, config.project, tags, model)
@@ -213,25 +215,16 @@ def train(
     tracker = start_tracker(track, config.project, workspace, resume_run_id=resume, tags=tags)
     if lock is None and track:
         lock = supervise.try_lock(workspace, tracker.run_id)
-    try:
+    with closed_on_error(tracker, lock):
         if resume:
             tracker.skip_recorded_points()  # a replayed step is not logged twice
         if rewrite:
             record.write(tracker, config, seeds, prov)
+            tracker.set_tags(prints)
         events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
         supervise.fault_point("setup")
         return _fit(config, workspace, model, tokenizer, feats, splits, seeds, device, tracker,
                     saved, events, should_stop)  # fmt: skip
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was logged
-        tracker.end("KILLED")
-        raise
-    except BaseException:
-        tracker.set_tags({"xp.outcome": "failed"})
-        tracker.end("FAILED")
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _fit(

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from xp import XpError
-from xp.config import Config, ModelConfig
+from xp.config import Config, ModelConfig, ProjectConfig, ScriptConfig
 from xp.train.cnn import WEIGHTS, new_cnn
 
 PKG_SCHEME = "pkg://"
@@ -23,6 +23,14 @@ PKG_SCHEME = "pkg://"
 
 class ModelError(XpError):
     """A model name that resolves to nothing loadable."""
+
+
+def model_source(config: ProjectConfig, root: Path) -> tuple[str, str]:
+    """Where a project's model comes from: `resolve_source` of its `model.name`, or ("script",
+    its command) for a script project, whose script loads its own (its files are in `data:`)."""
+    if isinstance(config, ScriptConfig):
+        return "script", config.command
+    return resolve_source(config.model.name, root)
 
 
 def resolve_source(name: str, root: Path) -> tuple[str, str]:

@@ -36,17 +36,30 @@ def claim(
         XpError: not a killed training run of `project`, other code or data, a live process
             trains it, or its checkpoint is corrupt.
     """
+    recorded, lock = claim_run(workspace, run_id, project, tags)
+    try:
+        return recorded, lock, _load_point(workspace, run_id, model)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def claim_run(
+    workspace: Workspace, run_id: str, project: str, tags: dict[str, str]
+) -> tuple[dict[str, str], supervise.RunLock]:
+    """Check that `run_id` is a killed training run of `project` on this code and data, that no
+    live process trains it, and take its lock. Returns (its recorded tags, the lock).
+
+    Raises:
+        XpError: as `claim`.
+    """
     recorded = _check_provenance(run_id, project, tags)
     lock = supervise.try_lock(workspace, run_id)
     if lock is None:
         pid = supervise.holder(workspace, run_id)
         raise XpError(f"run {run_id} is being trained right now by process {pid}; "
                       "wait for it to end, or stop it (it checkpoints on SIGTERM)")  # fmt: skip
-    try:
-        return recorded, lock, _load_point(workspace, run_id, model)
-    except BaseException:
-        lock.release()
-        raise
+    return recorded, lock
 
 
 def _check_provenance(run_id: str, project: str, tags: dict[str, str]) -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""Project configs: YAML + `key=value` overrides -> a validated, typed `Config`.
+"""Reading a project: YAML + `key=value` overrides -> a validated config; its hash, its params.
 
-A project lives in `projects/<name>/config.yaml`. Overrides use dotted keys (`optim.lr=3e-4`);
-`seed=2` sets the master seed. Validation is strict (unknown keys are errors) and happens before
-any run is created, so a typo never costs a training run.
+A project lives in `projects/<name>/config.yaml`: xp's trainer keys (`Config`), or a command
+template with its params (`ScriptConfig`). Overrides use dotted keys (`optim.lr=3e-4`; a script
+project's params by name, `lr=3e-5`); `seed=2` sets the master seed. Validation is strict (unknown
+keys are errors) and happens before any run is created, so a typo never costs a training run.
 """
 
 from __future__ import annotations
@@ -10,157 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError
 
 from xp import XpError
+from xp.config.base import ConfigError
+from xp.config.script import Scalar, ScriptConfig, render, script_path
+from xp.config.trainer import Config
 
-CLASSIFICATION_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
-REGRESSION_METRICS = ("loss", "mae", "rmse")
-LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse"})
-
-
-class ConfigError(XpError):
-    """A config file or override that does not validate."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SeedConfig(_Section):
-    master: int = Field(1, ge=0)  # the one seed a user sets; the others derive from it
-    init: int | None = Field(None, ge=0)  # weights: new head, re-initialised layers
-    data_order: int | None = Field(None, ge=0)  # shuffling of the training set, epoch by epoch
-    dropout: int | None = Field(None, ge=0)  # the torch RNG that dropout draws from
-    split: int | None = Field(None, ge=0)  # only for projects that split data at run time
-
-
-class DataConfig(_Section):
-    train: str
-    validation: str
-    test: str
-    format: Literal["npz", "csv"]
-    text_column: str = "text"
-    label_column: str = "label"
-    label_names: list[str] | None = None  # class names, in label order; shown by the logged model
-    max_length: int = Field(32, ge=1, le=4096)
-    train_limit: int | None = Field(None, ge=1)  # few-shot: keep the first N training rows
-
-
-SPLITS = ("train", "validation", "test")
-
-
-def split_paths(cfg: DataConfig) -> dict[str, str]:
-    """Split name -> path as written in the config (the trainer reads them, the record hashes
-    them: both see them here)."""
-    return {name: getattr(cfg, name) for name in SPLITS}
-
-
-class ModelConfig(_Section):
-    kind: Literal["hf", "cnn"]
-    name: str  # local path (relative to the repo), pkg://<module>/<dir>, or a hub id
-    num_labels: int = Field(ge=1)
-    dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the checkpoint's own
-    reinit_layers: int = Field(0, ge=0)  # re-initialise the top k layers before training
-
-
-class OptimConfig(_Section):
-    lr: float = Field(gt=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    layer_decay: float = Field(1.0, gt=0, le=1)  # layer-wise LR decay; 1.0 = off
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in v):
-            raise ValueError("each beta must be in [0, 1)")
-        return v
-
-
-class ScheduleConfig(_Section):
-    warmup: float = Field(0.06, ge=0, lt=1)  # fraction of all optimizer steps
-    decay: Literal["linear", "cosine", "constant"] = "linear"
-
-
-class TrainConfig(_Section):
-    epochs: int = Field(3, ge=1)
-    max_steps: int | None = Field(None, ge=1)  # caps optimizer steps (overrides epochs if lower)
-    batch_size: int = Field(32, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    clip_norm: float | None = Field(1.0, gt=0)
-    freeze_embeddings: bool = False
-    freeze_layers: int = Field(0, ge=0)
-    unfreeze_every: int | None = Field(None, ge=1)  # gradual unfreezing: one more layer per N steps
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast only on a GPU
-    deterministic: bool = True
-    numerics: Literal["native", "portable"] = "native"  # portable: same bits on any x86-64 CPU
-    device: str = "auto"  # auto, cpu, cuda, cuda:<index>, mps (checked against the machine later)
-    threads: int | None = Field(None, ge=1)
-    checkpoint_every: int | None = Field(None, ge=1)  # save a resumable checkpoint every N steps
-
-    @field_validator("device")
-    @classmethod
-    def _known_device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
-            raise ValueError("unknown device; use auto, cpu, cuda, cuda:<index> or mps")
-        return v
-
-
-class EvalConfig(_Section):
-    every: int | None = Field(None, ge=1)  # optimizer steps between evaluations; None = per epoch
-    metric: str = "f1"  # validation metric that picks the best checkpoint and stops early
-    patience: int | None = Field(None, ge=1)  # evaluations without improvement; None = never stop
-    min_delta: float = Field(0.0, ge=0)
-    batch_size: int = Field(256, ge=1)
-
-
-class Config(_Section):
-    project: str
-    task: Literal["classification", "regression"]
-    seed: SeedConfig = SeedConfig()
-    data: DataConfig
-    model: ModelConfig
-    optim: OptimConfig
-    schedule: ScheduleConfig = ScheduleConfig()
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-
-    @field_validator("seed", mode="before")
-    @classmethod
-    def _seed_int_is_master(cls, v: Any) -> Any:
-        return {"master": v} if isinstance(v, int) and not isinstance(v, bool) else v
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Config:
-        allowed = metrics_for(self.task)
-        if self.eval.metric not in allowed:
-            raise ValueError(
-                f"eval.metric={self.eval.metric!r} is not a {self.task} metric; "
-                f"use one of {', '.join(allowed)}"
-            )
-        if self.task == "regression" and self.model.num_labels != 1:
-            raise ValueError(f"model.num_labels={self.model.num_labels}: regression needs 1")
-        if self.task == "classification" and self.model.num_labels < 2:
-            raise ValueError(
-                f"model.num_labels={self.model.num_labels}: classification needs at least 2"
-            )
-        return self
-
-
-def metrics_for(task: str) -> tuple[str, ...]:
-    """The metric names a task reports (`val/<m>`, `test/<m>`)."""
-    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a metric, by its last path component (`test/f1` -> higher is better)."""
-    return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER
+ProjectConfig = Config | ScriptConfig
 
 
 def known_projects(projects_dir: Path) -> list[str]:
@@ -277,7 +140,9 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
 
 
-def load_config(project: str, overrides: list[str] | dict[str, Any], projects_dir: Path) -> Config:
+def load_config(
+    project: str, overrides: list[str] | dict[str, Any], projects_dir: Path
+) -> ProjectConfig:
     """Read `projects/<project>/config.yaml`, apply overrides and validate.
 
     Args:
@@ -302,28 +167,98 @@ def load_config(project: str, overrides: list[str] | dict[str, Any], projects_di
     raw = read_yaml(path) or {}
     parsed = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
     raw.setdefault("project", project)
+    if isinstance(raw, dict) and "command" in raw:
+        parsed = _script_overrides(raw, parsed, project)
     for key, value in parsed.items():
         _set_dotted(raw, key, value)
-    return validate(raw)
+    config = validate(raw)
+    if isinstance(config, ScriptConfig):
+        check_script(config, projects_dir.parent)
+    return config
 
 
-def validate(raw: dict[str, Any]) -> Config:
+SCRIPT_SECTIONS = ("seed", "train", "eval", "data", "params", "task", "command")
+
+
+def _script_overrides(raw: dict[str, Any], parsed: dict[str, Any], project: str) -> dict[str, Any]:
+    """A script project's overrides as dotted keys: a param by its name (`lr=3e-5` ->
+    `params.lr`), of the type the project declares it with.
+
+    Raises:
+        ConfigError: a param the project does not declare, or a value of another type.
+    """
+    declared = raw.get("params") or {}
+    out = {}
+    for key, value in parsed.items():
+        name = key.removeprefix("params.")
+        if key.startswith("params.") or key.split(".")[0] not in SCRIPT_SECTIONS:
+            if name not in declared:
+                raise ConfigError(
+                    f"unknown param {name!r} for project {project!r}; its params: "
+                    f"{', '.join(declared) or 'none'} (and seed, train.*, eval.metric, data.*)"
+                )
+            out[f"params.{name}"] = _as_declared(name, value, declared[name])
+        else:
+            out[key] = value
+    return out
+
+
+def _as_declared(name: str, value: Any, declared: Scalar) -> Scalar:
+    """An override's value, of its param's declared type (an int where a float is declared
+    becomes a float; anything else of another type is refused)."""
+    kinds = ((bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string"))
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"{name}={value!r}: a param is one value, not a list or mapping")
+    if declared is None or value is None:
+        return value
+    for kind, words in kinds:
+        if isinstance(declared, kind):
+            if kind is float and not isinstance(value, bool):
+                try:  # an int, or what YAML 1.1 leaves a string (`3e-5`)
+                    return float(value)
+                except ValueError:
+                    pass
+            if kind is str and not isinstance(value, str):
+                return str(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ConfigError(f"{name}={value!r}: the project declares {name} as {words}")
+            return value
+    return value
+
+
+def check_script(config: ScriptConfig, root: Path) -> None:
+    """What can be known of a script project's command before it runs: its script exists.
+
+    Raises:
+        ConfigError: a `python <file>` command whose file is not there.
+    """
+    argv = render(config, {}, sys.executable)
+    script = script_path(argv)
+    if script and not (root / script).is_file():
+        raise ConfigError(
+            f"project {config.project!r}: the command runs {script}, which does not exist "
+            f"(paths are relative to {root})"
+        )
+
+
+def validate(raw: dict[str, Any]) -> ProjectConfig:
     """Validate a plain config tree; the first problem becomes one readable line.
 
     Raises:
         ConfigError: naming the key, the value and what is allowed.
     """
+    model = ScriptConfig if isinstance(raw, dict) and "command" in raw else Config
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_first_error(e)) from None
+        raise ConfigError(_first_error(e, model)) from None
 
 
-def _first_error(e: ValidationError) -> str:
+def _first_error(e: ValidationError, top: type[BaseModel]) -> str:
     err = e.errors()[0]
     key = ".".join(str(p) for p in err["loc"])
     if err["type"] == "extra_forbidden":
-        section = _section_model(err["loc"][:-1])
+        section = _section_model(top, err["loc"][:-1])
         known = ", ".join(section.model_fields) if section else ""
         where = ".".join(str(p) for p in err["loc"][:-1]) or "the top level"
         return f"unknown config key {key!r}; keys allowed in {where}: {known}"
@@ -335,8 +270,8 @@ def _first_error(e: ValidationError) -> str:
     return f"{key}={err.get('input')!r}: {msg}"
 
 
-def _section_model(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = Config
+def _section_model(top: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    model = top
     for part in loc:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
@@ -346,7 +281,7 @@ def _section_model(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def flatten(config: Config) -> dict[str, str]:
+def flatten(config: ProjectConfig) -> dict[str, str]:
     """Every value of the config as `dotted.key -> str`, as logged to MLflow params.
 
     The master seed is logged as `seed`, per-purpose seeds as `seed.<purpose>` (resolved
@@ -374,7 +309,7 @@ def flatten(config: Config) -> dict[str, str]:
 EXECUTION_KEYS = {"train": ("threads", "device", "checkpoint_every", "numerics")}
 
 
-def config_hash(config: Config) -> str:
+def config_hash(config: ProjectConfig) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
     Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`,
@@ -390,7 +325,7 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
 
-def differences(config: Config, projects_dir: Path) -> list[str]:
+def differences(config: ProjectConfig, projects_dir: Path) -> list[str]:
     """What sets this config apart from its project's `config.yaml`, as `key=value` items.
 
     Seeds and execution settings are left out (as from the config hash). A key is shortened to
@@ -421,7 +356,7 @@ def _short(value: str) -> str:
 RUN_NAME_CHARS = 120  # what the MLflow UI's runs table shows without a tooltip, roughly
 
 
-def run_name(config: Config, projects_dir: Path, suffix: str) -> str:
+def run_name(config: ProjectConfig, projects_dir: Path, suffix: str) -> str:
     """MLflow's run name: `<project> <what differs> <suffix>`, e.g. `digits layer_decay=0.7 s3`.
 
     A long list of differences is cut, saying how many were left out (the params hold them all).
@@ -434,7 +369,7 @@ def run_name(config: Config, projects_dir: Path, suffix: str) -> str:
     return " ".join([config.project, *shown, suffix])
 
 
-def to_yaml(config: Config) -> str:
+def to_yaml(config: ProjectConfig) -> str:
     """The resolved config as YAML (what a run records as `config.yaml`)."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 

@@ -1,0 +1,45 @@
+"""xp's integrations on real trainers: the HF `Trainer` example that ships (projects/vader_trainer)
+on a tiny BERT."""
+
+from __future__ import annotations
+
+import sys
+
+import mlflow
+import pytest
+
+from tests.conftest import run
+from tests.test_scripts import only_run
+from xp.record import supervise
+
+
+def test_the_shipped_trainer_script_stops_resumes_and_logs_its_model(repo, tiny_bert):
+    """projects/vader_trainer on a tiny BERT: SIGTERM at step 3 (a preemption) saves an HF
+    checkpoint and ends KILLED; `--resume` hands it back and the run ends as one whole run."""
+    from xp.registry import _model_uri
+
+    args = ["train", "vader_trainer", f"model={tiny_bert}", "max_steps=4", "eval_steps=2",
+            "train_limit=64", "batch_size=8"]  # fmt: skip
+    xp = [sys.executable, "-m", "xp.cli"]
+    stopped = run([*xp, *args], repo, env={supervise.FAULT_STOP_ENV: "step@3"}, check=False)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    r = only_run("vader_trainer")
+    assert r.info.status == "KILLED" and r.data.tags["xp.checkpoint"].endswith("checkpoint-3")
+    run([*xp, "train", "vader_trainer", "--resume", r.info.run_id], repo)
+    r = only_run("vader_trainer")
+    assert r.info.status == "FINISHED" and r.data.tags["xp.outcome"] == "ok"
+    client = mlflow.MlflowClient()
+
+    def steps(key: str) -> list[int]:
+        return sorted(m.step for m in client.get_metric_history(r.info.run_id, key))
+
+    assert steps("train/loss") == [1, 2, 3, 4] and steps("val/f1") == [2, 4]
+    assert {"test/f1", "test/accuracy", "best/val/f1", "train/lr"} <= set(r.data.metrics)
+    best = r.data.tags["xp.best_step"]
+    val = {m.step: m.value for m in client.get_metric_history(r.info.run_id, "val/f1")}
+    assert r.data.metrics["best/val/f1"] == pytest.approx(val[int(best)])
+    assert r.data.params["params.max_steps"] == "4"
+    prints = {k for k in r.data.tags if k.startswith("xp.fingerprint.")}
+    assert prints == {"xp.fingerprint.data_order", "xp.fingerprint.init", "xp.fingerprint.dropout"}
+    model = mlflow.pyfunc.load_model(_model_uri(r.info.run_id))
+    assert len(model.predict(["great", "awful"])) == 2

@@ -1,0 +1,48 @@
+"""What every project config shares: its errors, seeds, task metrics and data splits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from xp import XpError
+
+CLASSIFICATION_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
+REGRESSION_METRICS = ("loss", "mae", "rmse")
+LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse"})
+
+
+class ConfigError(XpError):
+    """A config file or override that does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SeedConfig(_Section):
+    master: int = Field(1, ge=0)  # the one seed a user sets; the others derive from it
+    init: int | None = Field(None, ge=0)  # weights: new head, re-initialised layers
+    data_order: int | None = Field(None, ge=0)  # shuffling of the training set, epoch by epoch
+    dropout: int | None = Field(None, ge=0)  # the torch RNG that dropout draws from
+    split: int | None = Field(None, ge=0)  # only for projects that split data at run time
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def split_paths(cfg: Any) -> dict[str, str]:
+    """Split name -> path as written in the config (the trainer reads them, the record hashes
+    them: both see them here)."""
+    return {name: getattr(cfg, name) for name in SPLITS}
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The metric names a task reports (`val/<m>`, `test/<m>`)."""
+    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric, by its last path component (`test/f1` -> higher is better)."""
+    return metric.rsplit("/", 1)[-1] not in LOWER_IS_BETTER

@@ -1,0 +1,115 @@
+"""The config of a project that xp's own trainer trains (`model.kind` hf or cnn)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from xp.config.base import SeedConfig, _Section, metrics_for
+
+
+class DataConfig(_Section):
+    train: str
+    validation: str
+    test: str
+    format: Literal["npz", "csv"]
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: list[str] | None = None  # class names, in label order; shown by the logged model
+    max_length: int = Field(32, ge=1, le=4096)
+    train_limit: int | None = Field(None, ge=1)  # few-shot: keep the first N training rows
+
+
+class ModelConfig(_Section):
+    kind: Literal["hf", "cnn"]
+    name: str  # local path (relative to the repo), pkg://<module>/<dir>, or a hub id
+    num_labels: int = Field(ge=1)
+    dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the checkpoint's own
+    reinit_layers: int = Field(0, ge=0)  # re-initialise the top k layers before training
+
+
+class OptimConfig(_Section):
+    lr: float = Field(gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    layer_decay: float = Field(1.0, gt=0, le=1)  # layer-wise LR decay; 1.0 = off
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
+
+
+class ScheduleConfig(_Section):
+    warmup: float = Field(0.06, ge=0, lt=1)  # fraction of all optimizer steps
+    decay: Literal["linear", "cosine", "constant"] = "linear"
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(3, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # caps optimizer steps (overrides epochs if lower)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    clip_norm: float | None = Field(1.0, gt=0)
+    freeze_embeddings: bool = False
+    freeze_layers: int = Field(0, ge=0)
+    unfreeze_every: int | None = Field(None, ge=1)  # gradual unfreezing: one more layer per N steps
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast only on a GPU
+    deterministic: bool = True
+    numerics: Literal["native", "portable"] = "native"  # portable: same bits on any x86-64 CPU
+    device: str = "auto"  # auto, cpu, cuda, cuda:<index>, mps (checked against the machine later)
+    threads: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)  # save a resumable checkpoint every N steps
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("unknown device; use auto, cpu, cuda, cuda:<index> or mps")
+        return v
+
+
+class EvalConfig(_Section):
+    every: int | None = Field(None, ge=1)  # optimizer steps between evaluations; None = per epoch
+    metric: str = "f1"  # validation metric that picks the best checkpoint and stops early
+    patience: int | None = Field(None, ge=1)  # evaluations without improvement; None = never stop
+    min_delta: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+
+
+class Config(_Section):
+    project: str
+    task: Literal["classification", "regression"]
+    seed: SeedConfig = SeedConfig()
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed_int_is_master(cls, v: Any) -> Any:
+        return {"master": v} if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        allowed = metrics_for(self.task)
+        if self.eval.metric not in allowed:
+            raise ValueError(
+                f"eval.metric={self.eval.metric!r} is not a {self.task} metric; "
+                f"use one of {', '.join(allowed)}"
+            )
+        if self.task == "regression" and self.model.num_labels != 1:
+            raise ValueError(f"model.num_labels={self.model.num_labels}: regression needs 1")
+        if self.task == "classification" and self.model.num_labels < 2:
+            raise ValueError(
+                f"model.num_labels={self.model.num_labels}: classification needs at least 2"
+            )
+        return self
