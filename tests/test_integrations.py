@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 
 import mlflow
+import numpy as np
 import pytest
 
-from tests.conftest import run
+from tests.conftest import parent_id_in, run
 from tests.test_scripts import only_run
 from xp.record import supervise
 
@@ -43,3 +44,27 @@ def test_the_shipped_trainer_script_stops_resumes_and_logs_its_model(repo, tiny_
     assert prints == {"xp.fingerprint.data_order", "xp.fingerprint.init", "xp.fingerprint.dropout"}
     model = mlflow.pyfunc.load_model(_model_uri(r.info.run_id))
     assert len(model.predict(["great", "awful"])) == 2
+
+
+# -- the plain-loop example -----------------------------------------------------------------------
+def test_a_plain_loop_repeat_is_promoted_and_reproduced_bit_for_bit(repo):
+    """projects/digits_loop (a PyTorch loop on xp's small API), 3 epochs: its repeat is promoted
+    (the champion loads and classifies), and `xp reproduce` gives the same numbers."""
+    xp = [sys.executable, "-m", "xp.cli"]
+    proc = run([*xp, "repeat", "digits_loop", "epochs=3", "--seeds", "2", "--jobs", "2"], repo)
+    parent = parent_id_in(proc.stdout)
+    run([*xp, "promote", parent, "--name", "digits-loop", "--min-seeds", "2"], repo)
+    champion = mlflow.pyfunc.load_model("models:/digits-loop@champion")
+    data = np.load(repo / "data" / "digits" / "test.npz")
+    scores = np.asarray(champion.predict((data["X"][:20, None] / 16.0).astype("float32")))
+    assert (scores.argmax(-1) == data["y"][:20]).mean() > 0.5
+    again = run([*xp, "reproduce", parent, "--jobs", "2"], repo)
+    assert "verdict: identical" in again.stdout
+
+
+def test_a_script_search_refuses_a_pruner_it_cannot_reach(repo):
+    proc = run([sys.executable, "-m", "xp.cli", "search", "digits_loop", "--space",
+                "projects/digits_loop/search.yaml", "--trials", "2", "--prune", "median"], repo,
+               check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: --prune median: project 'digits_loop' is a script" in proc.stderr

@@ -160,6 +160,8 @@ class Run:
     def log_model(self, model: Any, flavor: str = "pytorch", **kwargs: Any) -> str:
         """Log the final model as the run's `model` (flavor `pytorch` or `transformers`, whose
         model is `{"model": ..., "tokenizer": ...}`), so that `xp promote` can register it."""
+        if flavor == "pytorch":  # the script's own classes are pickled with the model, not xp's
+            kwargs.setdefault("code_paths", None)
         return self._tracker.log_model(model, flavor, **kwargs)
 
     def finish(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xp import XpError
-from xp.config import Config, higher_is_better, load_config, metrics_for
+from xp.config import Config, ScriptConfig, higher_is_better, load_config, metrics_for
 from xp.record.workspace import Workspace
 from xp.search.space import as_override, grid_points, load_space
 from xp.train.pruning import (
@@ -60,6 +60,11 @@ def check_options(config: Config, method: str, prune: str, trials: int, seeds_pe
         raise SearchError(f"--seeds-per-trial {seeds_per_trial}: a trial needs at least 1 seed")
     if prune != "none" and seeds_per_trial != 1:
         raise SearchError("--prune median needs --seeds-per-trial 1 (a pruner judges one curve)")
+    if prune != "none" and isinstance(config, ScriptConfig):
+        raise SearchError(
+            f"--prune {prune}: project {config.project!r} is a script, whose trials "
+            "run to their end (no pruner reaches into it yet); use --prune none"
+        )
     if confirm_top < 0:
         raise SearchError(f"--confirm-top {confirm_top}: give 0 (no confirmation) or more")
     if confirm_top and confirm_seeds < 2:
