@@ -68,3 +68,31 @@ def test_a_script_search_refuses_a_pruner_it_cannot_reach(repo):
                check=False)  # fmt: skip
     assert proc.returncode == 2
     assert "error: --prune median: project 'digits_loop' is a script" in proc.stderr
+
+
+# -- the Lightning example -------------------------------------------------------------------------
+def test_a_lightning_run_stopped_by_sigterm_resumes_to_the_same_numbers(repo):
+    """projects/digits_lightning, 3 epochs: SIGTERM at step 12 (mid-epoch) stops it at the epoch's
+    end with a checkpoint; the resumed run ends with the uninterrupted run's test metrics."""
+    xp = [sys.executable, "-m", "xp.cli", "train", "digits_lightning", "epochs=3"]
+    run(xp, repo)
+    whole = only_run("digits_lightning")
+    stopped = run(xp, repo, env={supervise.FAULT_STOP_ENV: "step@12"}, check=False)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="tags.`xp.project` = 'digits_lightning'")  # fmt: skip
+    killed = next(r for r in runs if r.info.run_id != whole.info.run_id)
+    assert killed.info.status == "KILLED" and killed.data.tags["xp.checkpoint"].endswith(".ckpt")
+    run([*xp[:5], "--resume", killed.info.run_id], repo)
+    resumed = mlflow.get_run(killed.info.run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["xp.outcome"] == "ok"
+    for key in ("test/f1", "test/loss", "best/val/f1"):
+        assert resumed.data.metrics[key] == whole.data.metrics[key], key
+    client = mlflow.MlflowClient()
+    steps = [m.step for m in client.get_metric_history(resumed.info.run_id, "train/loss")]
+    assert len(steps) == len(set(steps)) == 30
+    prints = {k for k in whole.data.tags if k.startswith("xp.fingerprint.")}
+    assert prints == {"xp.fingerprint.data_order", "xp.fingerprint.init", "xp.fingerprint.dropout"}
+    from xp.registry import _model_uri
+
+    assert mlflow.pyfunc.load_model(_model_uri(whole.info.run_id)) is not None

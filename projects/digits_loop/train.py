@@ -88,8 +88,11 @@ def main() -> None:
         val = evaluate(model, val_x, val_y)
         run.log({f"val/{k}": v for k, v in val.items()}, state["step"])
         if val["f1"] > state["best"]:
-            state.update(best=val["f1"], best_val=val,
-                         best_weights={k: v.clone() for k, v in model.state_dict().items()})
+            state.update(
+                best=val["f1"],
+                best_val=val,
+                best_weights={k: v.clone() for k, v in model.state_dict().items()},
+            )
         state["epoch"] = epoch + 1
         run.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                              "order": order.bit_generator.state, "rng": torch.get_rng_state(),

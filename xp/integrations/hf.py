@@ -19,7 +19,6 @@ work, and the best checkpoint is logged as `checkpoints/best`.
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -27,33 +26,10 @@ from typing import Any
 from transformers import TrainerCallback
 
 from xp.config import metrics_for
-from xp.integrations.run import Run, start
+from xp.integrations.run import Run, first_indices, start
 
 NAMES = {"loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm"}
 PREFIXES = {"eval_": "val/", "test_": "test/"}
-
-
-def first_indices(loader: Any) -> list[int] | None:
-    """The example indices the first epoch of a DataLoader will start with, read from a copy of
-    its sampler with torch's generator put back after (the training order is left as it is);
-    None where they cannot be known (an iterable dataset)."""
-    import copy
-    import itertools
-
-    import torch
-
-    sampler = getattr(loader, "batch_sampler", None) or getattr(loader, "sampler", None)
-    if sampler is None:
-        return None
-    try:
-        with torch.random.fork_rng(devices=[]):
-            batches = itertools.islice(iter(copy.deepcopy(sampler)), 8)
-            out: list[int] = []
-            for batch in batches:
-                out.extend(batch if isinstance(batch, list) else [int(batch)])
-            return out or None
-    except Exception:  # a sampler that cannot be copied or read ahead: no fingerprint
-        return None
 
 
 class XpCallback(TrainerCallback):
@@ -145,13 +121,4 @@ class XpCallback(TrainerCallback):
         if not step and state.best_model_checkpoint:
             found = re.search(r"checkpoint-(\d+)$", str(state.best_model_checkpoint))
             step = int(found.group(1)) if found else None
-        if step in self._evals:
-            return step, self._evals[step]
-        from xp.config import higher_is_better
-
-        metric = self.run.metric
-        scored = [(s, v) for s, v in self._evals.items() if math.isfinite(v.get(metric, math.nan))]
-        if not scored:
-            return None
-        sign = 1 if higher_is_better(metric) else -1
-        return max(scored, key=lambda sv: (sign * sv[1][metric], -sv[0]))
+        return self.run.best_evaluation(self._evals, step)

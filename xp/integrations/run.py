@@ -153,6 +153,23 @@ class Run:
                 out.setdefault(step, {})[key.removeprefix("val/")] = value
         return out
 
+    def best_evaluation(
+        self, evals: dict[int, dict[str, float]], step: int | None = None
+    ) -> tuple[int, dict[str, float]] | None:
+        """(step, validation metrics) of the best checkpoint among evaluations by step: the one at
+        `step` (the trainer's own best), else the best by the project's metric (the earliest of
+        equals)."""
+        if step in evals:
+            return step, evals[step]
+        from xp.config import higher_is_better
+
+        metric = self.metric
+        scored = [(s, v) for s, v in evals.items() if math.isfinite(v.get(metric, math.nan))]
+        if not scored:
+            return None
+        sign = 1 if higher_is_better(metric) else -1
+        return max(scored, key=lambda sv: (sign * sv[1][metric], -sv[0]))
+
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         self._tracker.log_artifacts(Path(folder), artifact_path)
 
@@ -199,6 +216,29 @@ class Run:
             self._tracker.end("FINISHED")
 
 
+def first_indices(loader: Any) -> list[int] | None:
+    """The example indices the first epoch of a DataLoader will start with, read from a copy of
+    its sampler with torch's generator put back after (the training order is left as it is);
+    None where they cannot be known (an iterable dataset)."""
+    import copy
+    import itertools
+
+    import torch
+
+    sampler = getattr(loader, "batch_sampler", None) or getattr(loader, "sampler", None)
+    if sampler is None:
+        return None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            batches = itertools.islice(iter(copy.deepcopy(sampler)), 8)
+            out: list[int] = []
+            for batch in batches:
+                out.extend(batch if isinstance(batch, list) else [int(batch)])
+            return out or None
+    except Exception:  # a sampler that cannot be copied or read ahead: no fingerprint
+        return None
+
+
 _RUN: Run | None = None
 
 
@@ -233,6 +273,9 @@ def start(project: str | None = None) -> Run:
         handoff = Handoff(run_id=tracker.run_id, project=name, task="classification",
                           metric="f1", run_dir=workspace.run_dir(tracker.run_id))  # fmt: skip
     _apply(handoff)
+    from xp.train.console import quiet_libraries
+
+    quiet_libraries()  # MLflow's notes on model cards and pickles, as under `xp train`
     _RUN = Run(handoff, tracker)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _RUN._on_signal)

@@ -78,6 +78,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.ERROR)  # "Creating tables..."
     logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)  # "no model card on the hub"
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # "pickle needs caution"
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per error
 
