@@ -17,6 +17,13 @@ of startup or report counts whole, not halved). And the ratio the targets are st
 `repeat of 8 (warm) / one train`.
 
     .venv/bin/python benchmarks/seed_throughput.py --rounds 3
+    .venv/bin/python benchmarks/seed_throughput.py --project vader_trainer \
+        --arms one,warm,nofork max_steps=20 eval_steps=20 train_limit=640
+
+The second is a script project's: 8 seeds of the HF Trainer script (20 steps each, so what a seed
+costs beyond its training shows) on warm workers, whose seeds each run the script in a fork of
+xp's process that imported ahead (`warm`), against the same with a new interpreter for each
+script (`nofork`, `XP_SCRIPT_FORK=0`), against one `xp train` of it.
 
 Run at the repo root after `make data`, on a quiet machine; prints JSON (also
 benchmarks/results/seed_throughput.json).
@@ -39,20 +46,26 @@ RESULTS = ROOT / "benchmarks" / "results"
 BIN = Path(sys.executable).parent
 
 
-def arms(seeds: int, jobs: int, overrides: list[str]) -> dict[str, tuple[list[str], int]]:
-    """name -> (command, jobs)"""
-    repeat = ["xp", "repeat", "digits", *overrides, "--seeds", str(seeds), "--jobs", str(jobs)]
+Arm = tuple[list[str], int, dict[str, str]]  # command, jobs, environment
+
+
+def arms(project: str, seeds: int, jobs: int, overrides: list[str]) -> dict[str, Arm]:
+    """name -> (command, jobs, environment)"""
+    repeat = ["xp", "repeat", project, *overrides, "--seeds", str(seeds), "--jobs", str(jobs)]
     return {
-        "one": (["xp", "train", "digits", "seed=1", *overrides], 1),
-        "warm": (repeat, jobs),
-        "process": ([*repeat, "--executor", "process"], jobs),
+        "one": (["xp", "train", project, "seed=1", *overrides], 1, {}),
+        "warm": (repeat, jobs, {}),
+        "process": ([*repeat, "--executor", "process"], jobs, {}),
+        # a script project's seeds with a new interpreter for each script (no fork of xp's)
+        "nofork": (repeat, jobs, {"XP_SCRIPT_FORK": "0"}),
     }
 
 
-def one(command: list[str], jobs: int) -> dict:
+def one(command: list[str], jobs: int, extra_env: dict[str, str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="xp-bench-") as store:
         uri = f"sqlite:///{store}/mlflow.db"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}"}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{BIN}:{os.environ['PATH']}",
+               **extra_env}  # fmt: skip
         env.pop("MLFLOW_RUN_ID", None)
         # the store exists before the clock starts, as a user's does (creating its tables
         # takes seconds, once)
@@ -81,28 +94,40 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--arms", default="one,warm,process")
+    ap.add_argument("--project", default="digits")
+    ap.add_argument(
+        "--arms",
+        default="one,warm,process",
+        help="of one, warm, process, nofork (a script project's seeds, each script in "
+        "a new interpreter)",
+    )
     ap.add_argument("overrides", nargs="*", help="config overrides for every arm")
     opts = ap.parse_args()
     from xp.record.numerics import cpu_model
 
-    plan = {k: v for k, v in arms(opts.seeds, opts.jobs, opts.overrides).items()
+    plan = {k: v for k, v in arms(opts.project, opts.seeds, opts.jobs, opts.overrides).items()
             if k in opts.arms.split(",")}  # fmt: skip
     runs: dict[str, list[dict]] = {name: [] for name in plan}
     for r in range(opts.rounds):
-        for name, (command, jobs) in plan.items():  # alternating: drift hits every arm alike
-            runs[name].append(one(command, jobs))
+        for name, (command, jobs, extra) in plan.items():  # alternating: drift hits every arm
+            runs[name].append(one(command, jobs, extra))
             print(f"round {r + 1} {name}: {runs[name][-1]['wall']:.1f} s", file=sys.stderr)
     med = {name: {k: statistics.median(x[k] for x in v) for k in v[0]} for name, v in runs.items()}
     result: dict = {"cpu": cpu_model(), "cores": os.cpu_count(), "rounds": opts.rounds,
+                    "project": opts.project,
                     "seeds": opts.seeds, "jobs": opts.jobs, "overrides": opts.overrides,
                     "median": med, "all": runs}  # fmt: skip
     if "one" in med:
-        for name in ("warm", "process"):
+        for name in ("warm", "process", "nofork"):
             if name in med:
                 result[f"{name}_over_one"] = med[name]["wall"] / med["one"]["wall"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "seed_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = (
+        "seed_throughput.json"
+        if opts.project == "digits"
+        else f"seed_throughput_{opts.project}.json"
+    )
+    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -13,12 +13,15 @@ are outside every timer):
    `Result.fit_seconds`, which for a tracked run includes flushing the buffered metrics into the
    store, so "tracked" means "every metric is in the database when the clock stops".
 2. a tiny random BERT (2 layers, hidden 32, MiniLM's tokenizer) on the VADER lexicon data, the
-   same model, data, batch size and number of optimizer steps in five arms:
+   same model, data, batch size and number of optimizer steps in six arms:
    - bare_loop: a plain PyTorch loop (AdamW, forward/backward/step, nothing logged): the floor;
    - xp_untracked / xp_tracked: xp's trainer with the null tracker / with MLflow;
    - hf_untracked / hf_mlflow: `transformers.Trainer` with `logging_steps=1` and `report_to=[]` /
      `report_to=["mlflow"]` (its MLflowCallback logs every step); only `trainer.train()` is timed,
      which also covers the callback creating its run and logging the TrainingArguments as params.
+   - hf_xp: the same Trainer with `report_to=[]` and xp's `XpCallback` (what a script project's
+     seed runs), reporting to a run made before the clock starts, as `xp train` hands a script
+     its run; `trainer.train()` ends with the callback's flush, so every metric is in the store.
 
 How to read the figures (JSON on stdout, same JSON in benchmarks/results/tracking_overhead.json,
 a short summary on stderr):
@@ -30,6 +33,8 @@ a short summary on stderr):
 - `ratios["xp_tracked/xp_untracked"]` is the product promise: with a metric logged every step,
   tracking costs at most 5% wall time (ratio <= 1.05). `overhead_ms_per_step` is the same
   difference spread over the optimizer steps.
+- `ratios["hf_xp/hf_untracked"]` is the callback's promise, the same as xp's trainer's (<= 1.05),
+  against `["hf_mlflow/hf_untracked"]`, MLflowCallback's cost on the same Trainer in the same run.
 - `ratios["hf_mlflow/bare_loop"]` and `["hf_mlflow/hf_untracked"]` are the comparison point:
   what Trainer's per-step MLflow logging costs on the same model; `["xp_tracked/bare_loop"]` is
   xp's whole loop (clipping, scheduling, the per-step `.item()`, tracking) against the floor.
@@ -390,8 +395,11 @@ class _Rows:
         return {k: v[i] for k, v in self.feats.items()}
 
 
-def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, report_to: list[str]) -> Arm:
-    """HF Trainer, logging every step; `report_to=["mlflow"]` adds its MLflowCallback."""
+def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, report_to: list[str],
+           xp_callback: bool = False) -> Arm:  # fmt: skip
+    """HF Trainer, logging every step; `report_to=["mlflow"]` adds its MLflowCallback;
+    `xp_callback` adds xp's `XpCallback` (with `report_to=[]`) reporting to a run of its own,
+    made before the clock starts, as `xp train` hands a script its run."""
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
@@ -422,6 +430,11 @@ def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, report_to: 
             run_name=f"hf-{'mlflow' if report_to else 'untracked'}",
         )
         trainer = Trainer(model=fresh_bert(root), args=args, train_dataset=dataset)
+        xp_run = _xp_run(tmp) if xp_callback else None
+        if xp_run is not None:
+            from xp.integrations.hf import XpCallback
+
+            trainer.add_callback(XpCallback(run=xp_run, log_model=False))
         # disable_tqdm swaps the progress bar for a print() of every log line; that is console
         # cost, not tracking cost, so both Trainer arms drop it
         trainer.remove_callback(PrinterCallback)
@@ -434,9 +447,29 @@ def hf_arm(root: Path, tmp: Path, feats: dict[str, Any], steps: int, report_to: 
         if report_to:
             last = mlflow.last_active_run()
             run_id = last.info.run_id if last else None
+        if xp_run is not None:
+            run_id = xp_run.run_id
+            xp_run._tracker.end("FINISHED")
         return {"seconds": seconds, "steps": out.global_step, "run_id": run_id}
 
     return run
+
+
+def _xp_run(tmp: Path) -> Any:
+    """A new run in the benchmark's store, as a script project's seed is handed one."""
+    import mlflow
+
+    from xp.integrations.run import Run
+    from xp.record.handoff import Handoff
+    from xp.record.track import MlflowTracker
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(HF_EXPERIMENT)
+    exp_id = exp.experiment_id if exp else client.create_experiment(HF_EXPERIMENT)
+    run_id = client.create_run(exp_id, run_name="hf-xp-callback").info.run_id
+    handoff = Handoff(run_id=run_id, project="tinybert", task="classification", metric="f1",
+                      run_dir=tmp / "hf-xp" / run_id, seeds={"master": SEED})  # fmt: skip
+    return Run(handoff, MlflowTracker(run_id))
 
 
 def bench_bert(tmp: Path, repeats: int, threads: int, steps: int) -> dict[str, Any]:
@@ -451,12 +484,14 @@ def bench_bert(tmp: Path, repeats: int, threads: int, steps: int) -> dict[str, A
         "xp_tracked": xp_arm("tinybert", root, [], True, made),
         "hf_untracked": hf_arm(root, tmp, feats, steps, []),
         "hf_mlflow": hf_arm(root, tmp, feats, steps, ["mlflow"]),
+        "hf_xp": hf_arm(root, tmp, feats, steps, [], xp_callback=True),
     }
     res = measure(arms, repeats, threads)
     xp_run = res["xp_tracked"]["facts"][0]["run_id"]
     hf_run = res["hf_mlflow"]["facts"][0]["run_id"]
     xp_points = metric_points(xp_run)
     hf_points = metric_points(hf_run) if hf_run else {}
+    hf_xp_points = metric_points(res["hf_xp"]["facts"][0]["run_id"])
     return {
         "model": "BertForSequenceClassification, 2 layers, hidden 32, MiniLM tokenizer, 3 labels",
         "data": "data/vader train split "
@@ -468,22 +503,27 @@ def bench_bert(tmp: Path, repeats: int, threads: int, steps: int) -> dict[str, A
                    "schedule": "linear (xp, Trainer); none (bare loop)",
                    "clip_norm": "1.0 (xp, Trainer); none (bare loop)"},
         "metrics_per_step": {"xp_tracked": len(per_step_keys(xp_points, steps)),
-                             "hf_mlflow": len(per_step_keys(hf_points, steps))},
-        "metric_points": {"xp_tracked": xp_points, "hf_mlflow": hf_points},
+                             "hf_mlflow": len(per_step_keys(hf_points, steps)),
+                             "hf_xp": len(per_step_keys(hf_xp_points, steps))},
+        "metric_points": {"xp_tracked": xp_points, "hf_mlflow": hf_points,
+                          "hf_xp": hf_xp_points},
         "arms": _arms_json(res),
         "ratios": {
             "xp_tracked/xp_untracked": ratio(res, "xp_tracked", "xp_untracked"),
             "hf_mlflow/bare_loop": ratio(res, "hf_mlflow", "bare_loop"),
             "hf_mlflow/hf_untracked": ratio(res, "hf_mlflow", "hf_untracked"),
+            "hf_xp/hf_untracked": ratio(res, "hf_xp", "hf_untracked"),
             "xp_tracked/bare_loop": ratio(res, "xp_tracked", "bare_loop"),
             "xp_untracked/bare_loop": ratio(res, "xp_untracked", "bare_loop"),
             "hf_untracked/bare_loop": ratio(res, "hf_untracked", "bare_loop"),
         },
         "paired_ratios": paired(res, [("xp_tracked", "xp_untracked"),
-                                      ("hf_mlflow", "hf_untracked"), ("hf_mlflow", "bare_loop")]),
+                                      ("hf_mlflow", "hf_untracked"), ("hf_mlflow", "bare_loop"),
+                                      ("hf_xp", "hf_untracked")]),
         "overhead_ms_per_step": {
             "xp": _per_step_ms(res, "xp_tracked", "xp_untracked", steps),
             "hf": _per_step_ms(res, "hf_mlflow", "hf_untracked", steps),
+            "hf_xp": _per_step_ms(res, "hf_xp", "hf_untracked", steps),
         },
     }  # fmt: skip
 

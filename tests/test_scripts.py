@@ -269,7 +269,19 @@ def children(parent_id: str):
 
 def test_a_repeat_says_when_the_script_ignores_its_data_seed(repo):
     add_project(repo, config={**CONFIG, "params": {**CONFIG["params"], "steps": 1}})
-    cmd = [sys.executable, "-m", "xp.cli", "repeat", "loop", "--seeds", "3", "--jobs", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xp.cli",
+        "repeat",
+        "loop",
+        "--seeds",
+        "3",
+        "--jobs",
+        "2",
+        "--executor",
+        "process",
+    ]  # (the warm executor's seeds: the test above)
     proc = run(cmd, repo, env={"TEST_IGNORE_DATA_SEED": "1"})
     warning = "seeds 1-3 trained on the same data order: the script ignores its data seed"
     assert f"warning: {warning}" in proc.stderr

@@ -7,7 +7,8 @@ integrations; in a warm worker most are already there) and starts its metric wri
 for the command line; it runs the script with `runpy` as `python` would (`__main__`, `sys.argv`,
 `sys.path[0]`), exits with its exit code, and `SystemExit`, an uncaught exception (traceback on
 stderr, exit 1) and Ctrl-C (130) end it as they would end `python`. 8 seeds of a Trainer script
-pay one interpreter start, not 8. Any other command, or `XP_SCRIPT_FORK=0`, runs as a new process.
+pay one interpreter start, not 8. Any other command, `XP_SCRIPT_FORK=0`, or a seed in a Ray actor
+(whose own threads a fork must not copy) runs as a new process.
 
 Either way the script runs in a session of its own (Ctrl-C and SIGTERM reach it through xp, which
 passes them on; a second one kills it), with SIGTERM when the xp process dies (Linux), its stdout
@@ -58,7 +59,10 @@ class ScriptProcess:
     def prepare(config: ScriptConfig, root: Path) -> ScriptProcess:
         argv = render(config, {}, sys.executable)
         target = _python_target(argv, root)
-        if target is not None and os.environ.get(FORK_ENV, "1") != "0" and hasattr(os, "fork"):
+        # (a Ray actor runs threads of Ray's own, which a fork must not copy mid-lock: a new
+        # process there)
+        forkable = hasattr(os, "fork") and "ray" not in sys.modules
+        if target is not None and os.environ.get(FORK_ENV, "1") != "0" and forkable:
             return _Forked(_imports_of(target, root))
         return ScriptProcess()
 
