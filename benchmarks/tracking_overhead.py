@@ -646,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stdout(sys.stderr):
             log(f"digits: xp tracked vs untracked ({repeats} repeats)")
             digits = bench_digits(repeats, args.threads, sizes)
-            log(f"tiny BERT: five arms ({repeats} repeats)")
+            log(f"tiny BERT: six arms ({repeats} repeats)")
             bert = bench_bert(tmp, repeats, args.threads, sizes["bert_steps"])
     finally:
         if args.keep:

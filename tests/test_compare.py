@@ -95,3 +95,24 @@ def test_json_output_schema():
 def test_nothing_to_compare_is_an_error():
     with pytest.raises(CompareError, match="no successful training run reports test/f1"):
         rank_groups(_runs("A", A, "1e-3", outcome="failed"), "test/f1")
+
+
+def test_configurations_of_two_projects_differ_by_project_then_by_their_own_keys():
+    """A script project's repeat against xp's trainer's (same test data): the cell says which
+    project, and within a project only the keys its configurations disagree on."""
+    from xp.compare import differing_params
+
+    def runs(config, project, params):
+        return [SimpleNamespace(info=SimpleNamespace(run_id=config), data=SimpleNamespace(
+            tags={}, params={"project": project, "seed": "1", **params}, metrics={}))]  # fmt: skip
+
+    groups = {
+        "a": runs("a", "vader", {"optim.lr": "1e-4", "model.kind": "hf"}),
+        "b": runs("b", "vader", {"optim.lr": "3e-4", "model.kind": "hf"}),
+        "c": runs("c", "vader_trainer", {"params.lr": "1e-4", "command": "python t.py"}),
+    }
+    cells = differing_params(groups)
+    assert cells["a"] == {"project": "vader", "optim.lr": "1e-4"}
+    assert cells["c"] == {"project": "vader_trainer"}
+    one = differing_params({k: groups[k] for k in ("a", "b")})
+    assert one["b"] == {"optim.lr": "3e-4"}  # one project: no project column

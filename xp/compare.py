@@ -60,12 +60,24 @@ def _value(run: Any, metric: str) -> float | None:
 
 
 def differing_params(groups: dict[Any, list[Any]]) -> dict[Any, dict[str, str]]:
-    """For each group, the params whose values differ across the groups (seeds left out)."""
+    """For each group, the params whose values differ across the groups (seeds left out).
+
+    Configurations of different projects (xp's trainer against a script, say) are told apart by
+    their project: then only `project` and the keys that differ within that project are shown.
+    """
     reps = {key: runs[0].data.params for key, runs in groups.items()}
-    keys = set().union(*(p.keys() for p in reps.values())) if reps else set()
-    keys = {k for k in keys if k != "seed" and not k.startswith("seed.")}
-    differ = sorted(k for k in keys if len({p.get(k) for p in reps.values()}) > 1)
-    return {key: {k: p.get(k, "") for k in differ} for key, p in reps.items()}
+    by_project: dict[Any, dict[Any, dict[str, str]]] = {}
+    for key, params in reps.items():
+        by_project.setdefault(params.get("project"), {})[key] = params
+    out = {}
+    for project, members in by_project.items():
+        keys = set().union(*(p.keys() for p in members.values()))
+        keys = {k for k in keys if k != "seed" and not k.startswith("seed.")}
+        differ = sorted(k for k in keys if len({p.get(k) for p in members.values()}) > 1)
+        for key, params in members.items():
+            cell = {"project": project or ""} if len(by_project) > 1 else {}
+            out[key] = {**cell, **{k: params.get(k, "") for k in differ}}
+    return out
 
 
 def _rank_partition(groups: list[dict[str, Any]], better_high: bool, alpha: float) -> None:

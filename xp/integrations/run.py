@@ -65,8 +65,9 @@ class Run:
         self.signal = signal.Signals(signum).name
 
     def stopped(self) -> NoReturn:
-        """End the process as a stopped run (exit 130/143: xp marks it KILLED, resumable)."""
-        self.close()
+        """End the process as a stopped run (exit 130/143): the run is KILLED, resumable (said
+        here too, for when the xp process that handed it over is gone: a kill -9 of a seed)."""
+        self._end("KILLED")
         sys.exit(STOP_CODES.get(self.signal or "SIGINT", 130))
 
     # -- logging ------------------------------------------------------------------------------
@@ -201,9 +202,17 @@ class Run:
     def fail(self, message: str) -> NoReturn:
         """End the run as failed (a NaN loss): the reason in `xp.failure`, exit code 1."""
         self.set_tags({"xp.outcome": "failed", "xp.failure": message})
-        self.close()
+        self._end("FAILED")
         print(f"error: {message}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+    def _end(self, status: str) -> None:
+        """Flush and close the run with `status` (MLflow would otherwise end it FINISHED as
+        this process exits)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._tracker.end(status)
 
     def close(self) -> None:
         """Flush what is buffered (also done at exit). The run stays open: xp, which handed it
