@@ -68,7 +68,9 @@ def test_bad_values_give_one_line_naming_key_value_and_rule(override, expected):
 
 
 def test_unknown_project_lists_known_ones():
-    with pytest.raises(ConfigError, match="unknown project 'digts'; known projects: digits, vader"):
+    with pytest.raises(
+        ConfigError, match="unknown project 'digts'; known projects: digits, digits_lightning, "
+    ):
         load_config("digts", [], PROJECTS)
 
 

@@ -155,7 +155,11 @@ def test_text_project_through_mlflow_run_with_overrides(repo, tiny_bert):
     [
         (["digits", "optim.lr=-1"], "error: optim.lr=-1: Input should be greater than 0"),
         (["digits", "train.bach_size=8"], "error: unknown config key 'train.bach_size'"),
-        (["digts"], "error: unknown project 'digts'; known projects: digits, vader, vader_valence"),
+        (
+            ["digts"],
+            "error: unknown project 'digts'; known projects: digits, digits_lightning, "
+            "digits_loop, vader, vader_trainer, vader_valence",
+        ),
         (["digits", "--resume", "0123abc"], "error: unknown run id '0123abc'"),
     ],
 )
