@@ -19,6 +19,7 @@ from xp import XpError, stats
 from xp.config import Config, flatten, higher_is_better, run_name
 from xp.execute.executor import Executor, OnEvent, SeedJob
 from xp.record.workspace import Workspace
+from xp.train import fingerprint
 
 SUCCESS = ("ok", "early_stopped")
 SUMMARY_PREFIXES = ("test/", "best/val/")
@@ -81,44 +82,11 @@ def seed_runs(children: list[Any], seeds: list[int]) -> list[SeedRun]:
         outcome = run.data.tags.get("xp.outcome")
         if outcome is None:
             outcome = "killed" if run.info.status in ("KILLED", "RUNNING") else "crashed"
-        prints = {k.removeprefix(FINGERPRINT_TAG): v for k, v in run.data.tags.items()
-                  if k.startswith(FINGERPRINT_TAG)}  # fmt: skip
+        prints = {k.removeprefix(fingerprint.TAG): v for k, v in run.data.tags.items()
+                  if k.startswith(fingerprint.TAG)}  # fmt: skip
         out.append(SeedRun(seed, run.info.run_id, run.info.status, outcome,
                            dict(run.data.metrics), prints))  # fmt: skip
     return out
-
-
-FINGERPRINT_TAG = "xp.fingerprint."  # + data_order, init, dropout (xp.train.fingerprint)
-DRIVES = {"data_order": ("trained on the same data order", "data seed"),
-          "init": ("started from the same initial weights", "init seed"),
-          "dropout": ("drew from the same dropout generator", "dropout seed")}  # fmt: skip
-
-
-def seed_check(runs: list[SeedRun]) -> list[str]:
-    """What the seeds' fingerprints say: for each thing a seed drives, the seeds that share one
-    fingerprint although their seeds differ (`seeds 1-5 trained on the same data order: the script
-    ignores its data seed`). Empty: every seed took effect (or nothing was fingerprinted)."""
-    found = []
-    for kind, (what, seed_name) in DRIVES.items():
-        groups: dict[str, list[int]] = {}
-        for r in runs:
-            if kind in r.fingerprints:
-                groups.setdefault(r.fingerprints[kind], []).append(r.seed)
-        for seeds in groups.values():
-            if len(seeds) < 2:
-                continue
-            every = len(groups) == 1
-            found.append(f"seeds {_span(sorted(seeds))} {what}: "
-                         + (f"the script ignores its {seed_name}" if every
-                            else f"their {seed_name}s collide or are ignored"))  # fmt: skip
-    return found
-
-
-def _span(seeds: list[int]) -> str:
-    """`1-5` for consecutive seeds, else `1, 3, 7`."""
-    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
-        return f"{seeds[0]}-{seeds[-1]}"
-    return ", ".join(map(str, seeds))
 
 
 def successful_values(runs: list[SeedRun], metric: str) -> dict[int, float]:
@@ -222,7 +190,7 @@ def summarize(
         "seeds": [r.seed for r in runs],
         "failed_seeds": [r.seed for r in runs if not r.succeeded],
         "per_seed": [r.__dict__ for r in runs],
-        "seed_check": seed_check(runs),
+        "seed_check": fingerprint.seed_check(runs),
         "stats": {},
     }
     for key in _summary_keys(runs):

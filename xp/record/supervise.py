@@ -113,6 +113,24 @@ class RunLock:
             self._fd = -1
 
 
+@contextmanager
+def closed_on_error(tracker: Any, lock: RunLock | None) -> Iterator[None]:
+    """A training run's body: Ctrl-C (a second one) ends it KILLED, an error FAILED (`failed`),
+    and its run lock is let go however it ends."""
+    try:
+        yield
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was logged
+        tracker.end("KILLED")
+        raise
+    except BaseException:
+        tracker.set_tags({"xp.outcome": "failed"})
+        tracker.end("FAILED")
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def try_lock(workspace: Workspace | Path, run_id: str) -> RunLock | None:
     """Take the run's lock, or None when a live process holds it."""
     import fcntl

@@ -8,13 +8,11 @@ an append.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,24 +329,6 @@ def start_tracker(
     if run_id and tags:
         tracker.set_tags(tags)
     return tracker
-
-
-@contextlib.contextmanager
-def closed_on_error(tracker: Tracker, lock: Any) -> Iterator[None]:
-    """A training run's body: Ctrl-C (a second one) ends it KILLED, an error FAILED (`failed`),
-    and its run lock is let go however it ends."""
-    try:
-        yield
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep what was logged
-        tracker.end("KILLED")
-        raise
-    except BaseException:
-        tracker.set_tags({"xp.outcome": "failed"})
-        tracker.end("FAILED")
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 RESUMABLE = ("RUNNING", "KILLED")

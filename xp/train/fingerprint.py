@@ -59,3 +59,36 @@ def of_rng() -> str:
 def tags(**values: str | None) -> dict[str, str]:
     """`xp.fingerprint.<kind>` tags of the fingerprints given."""
     return {f"{TAG}{kind}": value for kind, value in values.items() if value}
+
+
+DRIVES = {"data_order": ("trained on the same data order", "data seed"),
+          "init": ("started from the same initial weights", "init seed"),
+          "dropout": ("drew from the same dropout generator", "dropout seed")}  # fmt: skip
+
+
+def seed_check(runs: list[Any]) -> list[str]:
+    """What the seeds' fingerprints say (`runs`: a repeat's seeds, each with `seed` and
+    `fingerprints`, kind -> hash): for each thing a seed drives, the seeds that share one
+    fingerprint although their seeds differ (`seeds 1-5 trained on the same data order: the script
+    ignores its data seed`). Empty: every seed took effect (or nothing was fingerprinted)."""
+    found = []
+    for kind, (what, seed_name) in DRIVES.items():
+        groups: dict[str, list[int]] = {}
+        for r in runs:
+            if kind in r.fingerprints:
+                groups.setdefault(r.fingerprints[kind], []).append(r.seed)
+        for seeds in groups.values():
+            if len(seeds) < 2:
+                continue
+            every = len(groups) == 1
+            found.append(f"seeds {_span(sorted(seeds))} {what}: "
+                         + (f"the script ignores its {seed_name}" if every
+                            else f"their {seed_name}s collide or are ignored"))  # fmt: skip
+    return found
+
+
+def _span(seeds: list[int]) -> str:
+    """`1-5` for consecutive seeds, else `1, 3, 7`."""
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))

@@ -27,7 +27,7 @@ from xp import XpError
 from xp.config import Config, higher_is_better, metrics_for
 from xp.record import numerics, supervise
 from xp.record import tags as record
-from xp.record.track import Tracker, closed_on_error, start_tracker
+from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
 from xp.train import checkpoint, fingerprint
 from xp.train.data import load_splits, take, to_tensors
@@ -215,7 +215,7 @@ def train(
     tracker = start_tracker(track, config.project, workspace, resume_run_id=resume, tags=tags)
     if lock is None and track:
         lock = supervise.try_lock(workspace, tracker.run_id)
-    with closed_on_error(tracker, lock):
+    with supervise.closed_on_error(tracker, lock):
         if resume:
             tracker.skip_recorded_points()  # a replayed step is not logged twice
         if rewrite:

@@ -31,7 +31,7 @@ from xp.config import ScriptConfig, metrics_for, render
 from xp.record import supervise
 from xp.record import tags as record
 from xp.record.handoff import CHECKPOINT_TAG, OPENED_BY_TAG, STOP_CODES, Handoff
-from xp.record.track import Tracker, closed_on_error, start_tracker
+from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
 from xp.train.loop import Events, Result, _no_events
 from xp.train.script_process import ScriptProcess
@@ -96,7 +96,7 @@ def _train(config: ScriptConfig, workspace: Workspace, process: ScriptProcess,
     tracker = start_tracker(track, config.project, workspace, resume_run_id=resume, tags=tags)
     if lock is None and track:
         lock = supervise.try_lock(workspace, tracker.run_id)
-    with closed_on_error(tracker, lock):
+    with supervise.closed_on_error(tracker, lock):
         if not resume or "xp.recorded" not in recorded:
             record.write(tracker, config, seeds, prov)
         run_dir = workspace.run_dir(tracker.run_id)
