@@ -108,3 +108,40 @@ def test_an_unreachable_store_or_wrong_credentials_is_one_line_at_once(
     assert proc.returncode == 2 and proc.stderr.strip() == cases["read only"][1], proc.stderr
     client = mlflow.MlflowClient()  # nothing was recorded on the server
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_one_process_at_a_time_creates_a_new_postgresql_store(database):
+    """A command and its metric writer (or several seeds) opening a new database at once: the
+    writer never creates the tables, and a second opener waits for the first one's lock (CI once
+    failed on `duplicate key ... alembic_version` when both created them)."""
+    import sys
+    import time
+
+    import sqlalchemy
+
+    from xp.record.metric_writer import warm_store
+    from xp.record.server import ensure_database
+    from xp.record.store import SCHEMA_LOCK_KEY, creation_lock, tables_made
+
+    assert ensure_database(database)
+    warm_store(database)
+    assert not tables_made(database)  # the writer left a new store to the command
+
+    opener = "from xp.record.store import configure_store; configure_store('.')"
+    env = {**__import__("os").environ, "MLFLOW_TRACKING_URI": database}
+    engine = sqlalchemy.create_engine(database, poolclass=sqlalchemy.NullPool)
+    waiting = sqlalchemy.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        f"AND (classid::bigint << 32 | objid::bigint) = {SCHEMA_LOCK_KEY}"
+    )
+    with creation_lock(database):
+        proc = subprocess.Popen([sys.executable, "-c", opener], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        with engine.connect() as con:  # held at a known point: queued behind this lock
+            while not con.execute(waiting).scalar() and proc.poll() is None:
+                time.sleep(0.05)
+        assert proc.poll() is None and not tables_made(database)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert tables_made(database)
+    engine.dispose()

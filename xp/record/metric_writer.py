@@ -309,22 +309,18 @@ def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) ->
 
 def warm_store(uri: str | None) -> None:
     """Open the store of `uri` in this process ahead of its first write (a SQLite store's engine
-    and schema check take ~1 s), where it exists already (a new one is `configure_store`'s to
-    create, under its lock). Any error is left to the first write, which says it properly."""
+    and schema check take ~1 s), where its tables exist already: a new store is
+    `configure_store`'s to create, and a command creating one holds the creation lock this waits
+    for. Any error is left to the first write, which says it properly."""
     if not uri:
         return
     try:
+        from xp.record.store import creation_lock, tables_made
+
+        with creation_lock(uri):
+            if not tables_made(uri):
+                return
         if uri.startswith("sqlite:///"):
-            db = uri.removeprefix("sqlite:///")
-            if not os.path.isfile(db):
-                return
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as probe:
-                made = probe.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
-                ).fetchone()
-            probe.close()
-            if not made:
-                return
             install_sqlite_pragmas()
         import mlflow
 

@@ -40,19 +40,69 @@ def configure_store(workspace: Workspace | Path) -> str:
     _check_scheme(uri)
     if uri.startswith("sqlite:///"):
         install_sqlite_pragmas()
-        db = Path(uri.removeprefix("sqlite:///"))
-        _enable_wal(db, uri)
-        with _creation_lock(db, uri):  # two first commands at once would both create the tables
-            _check_store(uri)
-    else:
+        _enable_wal(Path(uri.removeprefix("sqlite:///")), uri)
+    _probe(uri)
+    with creation_lock(uri):  # two first commands at once would both create the tables
         _check_store(uri)
     _CHECKED.add(uri)
     return uri
 
 
+SCHEMA_LOCK_KEY = 0x78705F736368656D  # PostgreSQL advisory lock of xp's table creation ("xp_schem")
+
+
 @contextlib.contextmanager
-def _creation_lock(db: Path, uri: str) -> Iterator[None]:
-    """An exclusive lock on `<db>-xp-lock` while a process opens (maybe creates) a SQLite store."""
+def creation_lock(uri: str) -> Iterator[None]:
+    """Hold the store's creation lock while this process opens (maybe creates) its tables: two
+    processes opening a new store at once (a command and its metric writer, several seeds) would
+    otherwise both create them, and one fails (`duplicate key ... alembic_version`).
+
+    SQLite: an exclusive `flock` on `<db>-xp-lock`. PostgreSQL: a session advisory lock, on a
+    connection of its own. Other stores (a server creates its own tables; MySQL, MSSQL): none.
+    """
+    if uri.startswith("sqlite:///"):
+        with _file_lock(Path(uri.removeprefix("sqlite:///")), uri):
+            yield
+    elif uri.split(":", 1)[0].split("+")[0] == "postgresql":
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            uri, connect_args={"connect_timeout": PROBE_TIMEOUT_S}, poolclass=sqlalchemy.NullPool
+        )
+        with engine.connect() as con:
+            con.execute(sqlalchemy.text(f"SELECT pg_advisory_lock({SCHEMA_LOCK_KEY})"))
+            try:
+                yield
+            finally:
+                con.execute(sqlalchemy.text(f"SELECT pg_advisory_unlock({SCHEMA_LOCK_KEY})"))
+        engine.dispose()
+    else:
+        yield
+
+
+def tables_made(uri: str) -> bool:
+    """Whether a SQL store's tables exist already (True for any other store)."""
+    if uri.startswith("sqlite:///"):
+        db = uri.removeprefix("sqlite:///")
+        if not os.path.isfile(db):
+            return False
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as c:
+            made = c.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'")
+            return made.fetchone() is not None
+    if uri.split(":", 1)[0].split("+")[0] in ("postgresql", "mysql", "mssql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.NullPool)
+        try:
+            return sqlalchemy.inspect(engine).has_table("alembic_version")
+        finally:
+            engine.dispose()
+    return True
+
+
+@contextlib.contextmanager
+def _file_lock(db: Path, uri: str) -> Iterator[None]:
+    """An exclusive lock on `<db>-xp-lock`."""
     import fcntl
 
     lock = db.with_name(db.name + "-xp-lock")
@@ -186,7 +236,6 @@ def _check_store(uri: str) -> None:
     line before any run exists."""
     import mlflow
 
-    _probe(uri)
     try:
         mlflow.MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:
