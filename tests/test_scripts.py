@@ -103,6 +103,17 @@ def test_the_shipped_script_project_validates_and_hashes_without_its_seeds():
     assert flatten(cfg)["params.lr"] == "0.0001"
 
 
+def test_a_generation_script_is_judged_by_its_loss_lower_being_better(tmp_path):
+    from xp.config import higher_is_better
+
+    add_project(tmp_path, "loop", {**CONFIG, "task": "generation"})
+    cfg = load_config("loop", [], tmp_path / "projects")
+    assert cfg.eval.metric == "loss" and not higher_is_better("test/perplexity")
+    with pytest.raises(ConfigError, match="eval.metric='f1' is not a generation metric; use one "
+                                          "of loss, perplexity, mean_token_accuracy"):  # fmt: skip
+        load_config("loop", ["eval.metric=f1"], tmp_path / "projects")
+
+
 def test_a_param_is_overridden_by_name_with_its_declared_type(loop):
     cfg = load_config("loop", ["lr=1", "params.steps=3", "name=7"], loop)
     assert cfg.params == {"steps": 3, "lr": 1.0, "name": "7"}

@@ -10,7 +10,13 @@ from xp import XpError
 
 CLASSIFICATION_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
 REGRESSION_METRICS = ("loss", "mae", "rmse")
-LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse"})
+# a causal language model fine-tuned by a script (TRL's SFTTrainer): the token loss, exp(loss),
+# and the share of next tokens predicted right
+GENERATION_METRICS = ("loss", "perplexity", "mean_token_accuracy")
+METRICS = {"classification": CLASSIFICATION_METRICS, "regression": REGRESSION_METRICS,
+           "generation": GENERATION_METRICS}  # fmt: skip
+DEFAULT_METRIC = {"classification": "f1", "regression": "rmse", "generation": "loss"}
+LOWER_IS_BETTER = frozenset({"loss", "mae", "rmse", "perplexity"})
 
 
 class ConfigError(XpError):
@@ -40,7 +46,7 @@ def split_paths(cfg: Any) -> dict[str, str]:
 
 def metrics_for(task: str) -> tuple[str, ...]:
     """The metric names a task reports (`val/<m>`, `test/<m>`)."""
-    return CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    return METRICS[task]
 
 
 def higher_is_better(metric: str) -> bool:

@@ -4,7 +4,7 @@
              --learning_rate {lr} --output_dir {run_dir} [--resume_from_checkpoint {resume}]
     params: {lr: 5.0e-5, epochs: 3}      # the knobs: overridable (lr=3e-5), searchable
     data: {train: ..., validation: ..., test: ...}
-    task: classification
+    task: classification        # or regression, or generation (a causal LM: TRL's SFTTrainer)
 
 Placeholders: every param by its name; `{seed}` (the master seed) and the seeds derived from it
 (`{seed.init}`, `{seed.data_order}`, `{seed.dropout}`); `{run_dir}` (the run's scratch folder);
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from xp.config.base import SPLITS, SeedConfig, _Section, metrics_for
+from xp.config.base import DEFAULT_METRIC, SPLITS, SeedConfig, _Section, metrics_for
 
 # a param is a word a command line can carry: a number, a bool, a string, or null
 Scalar = bool | int | float | str | None
@@ -73,7 +73,7 @@ class ScriptConfig(_Section):
     """A project whose training is a command of the user's (HF Trainer, Lightning, a plain loop)."""
 
     project: str
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "generation"]
     command: str
     params: dict[str, Scalar] = {}
     seed: SeedConfig = SeedConfig()
@@ -100,7 +100,7 @@ class ScriptConfig(_Section):
     def _consistent(self) -> ScriptConfig:
         allowed = metrics_for(self.task)
         if self.eval.metric is None:
-            self.eval.metric = "f1" if self.task == "classification" else "rmse"
+            self.eval.metric = DEFAULT_METRIC[self.task]
         elif self.eval.metric not in allowed:
             raise ValueError(
                 f"eval.metric={self.eval.metric!r} is not a {self.task} metric; "

@@ -19,6 +19,7 @@ work, and the best checkpoint is logged as `checkpoints/best`.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,21 @@ from xp.integrations.run import Run, first_indices, start
 
 NAMES = {"loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm"}
 PREFIXES = {"eval_": "val/", "test_": "test/"}
+# the pipeline a logged model serves, by the head of its class (`GPT2LMHeadModel`, ...)
+PIPELINES = (("ForSequenceClassification", "text-classification"),
+             ("ForTokenClassification", "token-classification"),
+             ("ForQuestionAnswering", "question-answering"),
+             ("ForConditionalGeneration", "text2text-generation"),
+             ("ForSeq2SeqLM", "text2text-generation"),
+             ("ForCausalLM", "text-generation"), ("LMHeadModel", "text-generation"))  # fmt: skip
+
+
+def pipeline_task(model: Any) -> str:
+    """The transformers pipeline task of `model` (a PEFT model's base model's), for MLflow's
+    transformers flavor; text classification where the class says nothing."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    name = type(base).__name__
+    return next((task for head, task in PIPELINES if name.endswith(head)), "text-classification")
 
 
 class XpCallback(TrainerCallback):
@@ -43,7 +59,11 @@ class XpCallback(TrainerCallback):
         self._stopping = False
 
     def xp_metrics(self, logs: dict[str, Any]) -> dict[str, float]:
-        """The Trainer's log entries under xp's names (others are left out)."""
+        """The Trainer's log entries under xp's names (others are left out). In the test set's
+        evaluation (`metric_key_prefix="test"`), TRL's own metrics keep the `eval_` prefix (trl
+        1.16: `eval_mean_token_accuracy` beside `test_loss`): they are the test set's. A
+        generation task's perplexity is exp(loss) where the trainer does not give it."""
+        testing = any(str(k).startswith("test_") for k in logs)
         out = {}
         for key, value in logs.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -54,7 +74,12 @@ class XpCallback(TrainerCallback):
             for prefix, ours in PREFIXES.items():
                 name = key.removeprefix(prefix)
                 if key.startswith(prefix) and name in self._known:
-                    out[f"{ours}{name}"] = float(value)
+                    out[f"{'test/' if testing else ours}{name}"] = float(value)
+        if "perplexity" in self._known:
+            for ours in ("val/", "test/"):
+                loss = out.get(f"{ours}loss")
+                if loss is not None and f"{ours}perplexity" not in out and loss < 700:
+                    out[f"{ours}perplexity"] = math.exp(loss)
         return out
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None,
@@ -107,7 +132,7 @@ class XpCallback(TrainerCallback):
         if self.log_model and model is not None:
             if processing_class is not None:
                 artifact = {"model": model, "tokenizer": processing_class}
-                self.run.log_model(artifact, "transformers", task="text-classification")
+                self.run.log_model(artifact, "transformers", task=pipeline_task(model))
             else:
                 self.run.log_model(model, "pytorch")
         self.run.flush()
