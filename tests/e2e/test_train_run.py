@@ -150,6 +150,18 @@ def test_text_project_through_mlflow_run_with_overrides(repo, tiny_bert):
     assert "test/f1" in r.data.metrics
 
 
+def test_a_script_project_through_mlflow_run_is_one_run(repo):
+    """`mlflow run -e train` of a script project: xp joins the run MLflow opened and hands that
+    same run to the script (projects/digits_loop), a param passed through as an override."""
+    _mlflow_run(repo, "project=digits_loop", "seed=2", "epochs=2")
+    (r,) = _runs()
+    assert r.info.status == "FINISHED" and r.data.tags["xp.outcome"] == "ok"
+    assert r.data.tags["mlflow.project.entryPoint"] == "train"
+    assert r.data.params["params.epochs"] == "2" and r.data.params["seed"] == "2"
+    assert "projects/digits_loop/train.py" in r.data.tags["xp.script.argv"]
+    assert {"test/f1", "train/loss"} <= set(r.data.metrics)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
