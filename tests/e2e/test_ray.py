@@ -94,6 +94,23 @@ def test_seeds_on_ray_crash_alone_resume_and_match_local(cluster, repo, tmp_path
     }
 
 
+def test_script_seeds_on_ray_match_the_same_seed_run_here(cluster, repo, tmp_path):
+    """A script project (projects/digits_loop) on Ray: each seed a new process on a worker, on
+    the driver's commit and the remote's data, with the numbers the same seed gives here."""
+    address, _ = cluster
+    _with_remote(repo, tmp_path / "remote")
+    proc = run(["xp", "repeat", "digits_loop", "epochs=2", "--seeds", "2", "--jobs", "2",
+                "--executor", "ray", "--ray-address", address], repo)  # fmt: skip
+    from xp.record.track import children_of
+
+    kids = {int(k.data.params["seed"]): k for k in children_of(parent_id_in(proc.stdout))}
+    assert {k.data.tags["xp.outcome"] for k in kids.values()} == {"ok"} and len(kids) == 2
+    assert {k.data.tags["xp.git.commit"] for k in kids.values()} == {git(repo, "rev-parse", "HEAD")}
+    local = run(["xp", "train", "digits_loop", "epochs=2", "seed=2", "train.threads=1"], repo)
+    local_id = next(x.split()[1] for x in local.stdout.splitlines() if x.startswith("run "))
+    assert mlflow.get_run(local_id).data.metrics["test/f1"] == kids[2].data.metrics["test/f1"]
+
+
 def test_ctrl_c_checkpoints_every_ray_seed_and_the_command_resumes(
     cluster, repo, tmp_path, team_server, monkeypatch
 ):
