@@ -121,7 +121,7 @@ def test_one_process_at_a_time_creates_a_new_postgresql_store(database):
 
     from xp.record.metric_writer import warm_store
     from xp.record.server import ensure_database
-    from xp.record.store import SCHEMA_LOCK_KEY, creation_lock, tables_made
+    from xp.record.store_lock import SCHEMA_LOCK_KEY, creation_lock, tables_made
 
     assert ensure_database(database)
     warm_store(database)

@@ -315,7 +315,7 @@ def warm_store(uri: str | None) -> None:
     if not uri:
         return
     try:
-        from xp.record.store import creation_lock, tables_made
+        from xp.record.store_lock import creation_lock, tables_made
 
         with creation_lock(uri):
             if not tables_made(uri):
