@@ -116,3 +116,18 @@ def test_configurations_of_two_projects_differ_by_project_then_by_their_own_keys
     assert cells["c"] == {"project": "vader_trainer"}
     one = differing_params({k: groups[k] for k in ("a", "b")})
     assert one["b"] == {"optim.lr": "3e-4"}  # one project: no project column
+
+
+def test_a_group_trained_on_leaking_splits_is_marked():
+    leaky = _runs("L", A, "1e-3")
+    for r in leaky:
+        r.data.tags["xp.audit.leakage"] = "0.02"
+    clean = _runs("C", C, "1e-2")
+    for r in clean:
+        r.data.tags["xp.audit.leakage"] = "0"
+    result = rank_groups(leaky + clean, "test/f1")
+    assert {g["config_hash"]: g["leakage"] for g in result["groups"]} == {"L": 0.02, "C": 0.0}
+    assert ("configuration L: trained on splits where 2.0% of the test inputs are also in train "
+            "(data audit): its score is not a test score") in result["warnings"]  # fmt: skip
+    assert not any("configuration C" in w for w in result["warnings"])
+    assert rank_groups(_runs("U", A, "1e-3"), "test/f1")["groups"][0]["leakage"] is None

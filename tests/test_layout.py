@@ -20,6 +20,7 @@ WINGS = {
     "xp.config": 0,
     "xp.stats": 0,
     "xp.record": 1,
+    "xp.diagnose": 1,  # why a run is good or bad: the data audit; beside record, below trainers
     "xp.train": 2,
     "xp.integrations": 2,  # other people's trainers: beside xp's own
     "xp.execute": 3,

@@ -21,7 +21,8 @@ from xp.registry import (
 )
 
 CLEAN = {"xp.git.commit": "c0ffee", "xp.git.dirty": "false", "xp.data.test.path": "t.npz",
-         "xp.data.test.md5": "m1", "xp.data.test.dvc_status": "clean"}  # fmt: skip
+         "xp.data.test.md5": "m1", "xp.data.test.dvc_status": "clean",
+         "xp.audit.leakage": "0", "xp.audit.test_in_train": "0"}  # fmt: skip
 
 
 # -- pure gates ---------------------------------------------------------------------------------
@@ -30,6 +31,22 @@ def test_count_gates():
     assert seeds_gate(4, 5).value == 4 and seeds_gate(4, 5).threshold == ">= 5"
     assert failed_gate([], 0).passed and not failed_gate([3], 0).passed
     assert failed_gate([3], 1).passed and "[3]" in str(failed_gate([3], 0).value)
+
+
+def test_the_data_audit_gate_refuses_training_on_test_inputs():
+    from xp.registry import audit_gate
+
+    clean = [{"seed": s, "tags": CLEAN} for s in (1, 2)]
+    assert audit_gate(clean, 0.0).passed and audit_gate(clean, 0.0).value == "none"
+    leaked = [clean[0], {"seed": 2, "tags": {**CLEAN, "xp.audit.leakage": "0.02",
+                                            "xp.audit.test_in_train": "8"}}]  # fmt: skip
+    gate = audit_gate(leaked, 0.0)
+    assert not gate.passed and gate.value == "8 test inputs (2.0%) also in train"
+    assert audit_gate(leaked, 0.05).passed
+    old = [{"seed": 3, "tags": {k: v for k, v in CLEAN.items() if "audit" not in k}}]
+    gate = audit_gate(old, 0.5)
+    assert not gate.passed and gate.value == "seeds 3 not audited (recorded before xp audited data)"
+    assert audit_gate(old, 1.0).passed
 
 
 def test_provenance_problems_name_the_seed_and_what_is_missing():
@@ -118,6 +135,7 @@ FIVE = [0.80, 0.82, 0.79, 0.81, 0.83]
         ("no_commit", "provenance"),
         ("dirty_without_diff", "provenance"),
         ("modified_data", "provenance"),
+        ("leaked_test_data", "data_audit"),
         ("not_better", "beats_current"),
         ("other_test_data", "beats_current"),
     ],
@@ -129,6 +147,7 @@ def test_each_gate_refuses_and_leaves_the_registry_untouched(case, gate):
         "no_commit": {"values": FIVE, "child_tags": {"xp.git.commit": "none"}},
         "dirty_without_diff": {"values": FIVE, "child_tags": {"xp.git.dirty": "true"}},
         "modified_data": {"values": FIVE, "child_tags": {"xp.data.test.dvc_status": "modified"}},
+        "leaked_test_data": {"values": FIVE, "child_tags": {"xp.audit.leakage": "0.01"}},
     }.get(case, {"values": FIVE})
     if case in ("not_better", "other_test_data"):
         _holder("m", _group([0.81, 0.82, 0.80, 0.83, 0.79]),
@@ -176,7 +195,7 @@ def test_promotions_gate_register_move_the_alias_and_load(digits_groups, monkeyp
     for split in ("train", "validation", "test", "backbone"):
         assert tags[f"xp.data.{split}.md5"] == weak.data.tags[f"xp.data.{split}.md5"]
     gates = {g["gate"]: g for g in json.loads(tags["xp.gates"])}
-    assert set(gates) == {"seeds", "failed_seeds", "provenance", "beats_current"}
+    assert set(gates) == {"seeds", "failed_seeds", "provenance", "data_audit", "beats_current"}
     assert all(g["passed"] for g in gates.values()) and gates["seeds"]["value"] == 3
     seed_run = mlflow.get_run(tags["xp.run_id"])  # the seed closest to the median
     values = json.loads(tags["xp.values"])

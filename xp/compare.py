@@ -123,7 +123,8 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         {"metric", "higher_is_better", "groups": [...], "warnings": [...], "n_runs",
         "n_failed"}; each group has rank, config_hash, test_md5, n, mean, std, ci95_low,
         ci95_high, p_value_vs_top, tied_with_top, prob_better_than_top, params, failed,
-        no_uncertainty, run_ids. Groups are sorted by partition, then rank.
+        no_uncertainty, run_ids, leakage (the data audit's share of test inputs also in
+        train). Groups are sorted by partition, then rank.
 
     Raises:
         CompareError: no run reports the metric.
@@ -152,7 +153,7 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
             "ci95_low": low, "ci95_high": high, "p_value_vs_top": None, "tied_with_top": False,
             "prob_better_than_top": None, "params": params[key], "failed": failed.get(key, 0),
             "no_uncertainty": len(values) < 2, "run_ids": [r.info.run_id for r in members],
-            "_values": values,
+            "leakage": _leakage(members), "_values": values,
         })  # fmt: skip
     partitions = sorted({g["test_md5"] for g in groups})
     warnings = []
@@ -168,6 +169,12 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         warnings.append(
             f"{single} configuration(s) have one run: listed, not ranked (no uncertainty)"
         )
+    for g in groups:
+        if g["leakage"]:
+            warnings.append(
+                f"configuration {g['config_hash']}: trained on splits where {g['leakage']:.1%} of "
+                "the test inputs are also in train (data audit): its score is not a test score"
+            )
     for key, n in failed.items():  # configurations whose every run failed still show up
         if key not in by_key:
             warnings.append(f"configuration {key[0]}: all {n} runs failed or lack {metric}")
@@ -184,8 +191,16 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
 
 JSON_FIELDS = (
     "rank", "config_hash", "n", "mean", "std", "ci95_low", "ci95_high",
-    "p_value_vs_top", "tied_with_top", "prob_better_than_top", "params", "failed",
+    "p_value_vs_top", "tied_with_top", "prob_better_than_top", "params", "failed", "leakage",
 )  # fmt: skip
+
+
+def _leakage(runs: list[Any]) -> float | None:
+    """The largest share of test inputs also in train over a group's runs (their data audits);
+    None where no run was audited."""
+    found = [float(r.data.tags["xp.audit.leakage"]) for r in runs
+             if "xp.audit.leakage" in r.data.tags]  # fmt: skip
+    return max(found) if found else None
 
 
 def _cell(v: Any) -> str:

@@ -1,12 +1,15 @@
 """Promotion: a repeat's model enters the MLflow registry only when its gates pass.
 
-A candidate is a repeat run (several seeds of one configuration). Four gates decide, each
+A candidate is a repeat run (several seeds of one configuration). Five gates decide, each
 recorded with its value and threshold in the version's `xp.gates` tag:
 
 - `seeds`: at least `min_seeds` successful seeds report the metric;
 - `failed_seeds`: at most `max_failed` seeds failed (diverged, no better than trivial, crashed);
 - `provenance`: every seed recorded its commit, a dirty tree only with its diff, every data
   file's md5 with DVC status `clean`, and all seeds share the same code and data;
+- `data_audit`: the share of test inputs that are also in the training split (the data audit
+  every seed records, `xp.audit.leakage`) is at most `max_leakage` (default 0); seeds recorded
+  without an audit pass only with `max_leakage` 1 (any leakage accepted);
 - `beats_current`: a one-sided Welch test over the seeds of the alias's current holder has
   p < alpha (no holder: passes); refused outright when the two were tested on other test data.
 
@@ -54,6 +57,7 @@ class Policy:
     min_seeds: int = 5
     alpha: float = 0.05  # one-sided, against the alias's current holder
     max_failed: int = 0
+    max_leakage: float = 0.0  # the share of test inputs also in train a model may be trained on
 
 
 @dataclass
@@ -115,6 +119,28 @@ def provenance_gate(runs: list[dict[str, Any]]) -> Gate:
     value = "complete" if not problems else "; ".join(problems)
     threshold = "commit recorded, dirty only with its diff, every data md5 recorded and clean"
     return Gate("provenance", not problems, value, threshold)
+
+
+def audit_gate(runs: list[dict[str, Any]], max_leakage: float) -> Gate:
+    """The model was not trained on the test data (the seeds' data audits).
+
+    Args:
+        runs: one dict per seed: {"seed", "tags"}.
+        max_leakage: the largest share of test inputs also in train that passes.
+    """
+    threshold = f"test inputs also in train <= {max_leakage:.1%}"
+    missing = [r["seed"] for r in runs if "xp.audit.leakage" not in r["tags"]]
+    if missing:
+        why = next((r["tags"].get("xp.audit.findings", "") for r in runs if r["seed"] in missing),
+                   "")  # fmt: skip
+        why = why if why.startswith("not audited") else "recorded before xp audited data"
+        value = f"seeds {', '.join(map(str, missing))} not audited ({why})"
+        return Gate("data_audit", max_leakage >= 1, value, threshold + " (1: any, or unknown)")
+    worst = max(runs, key=lambda r: float(r["tags"]["xp.audit.leakage"]))
+    share = float(worst["tags"]["xp.audit.leakage"])
+    count = worst["tags"].get("xp.audit.test_in_train", "?")
+    value = "none" if share == 0 else f"{count} test inputs ({share:.1%}) also in train"
+    return Gate("data_audit", share <= max_leakage, value, threshold)
 
 
 def champion_gate(
@@ -236,7 +262,7 @@ def evaluate(group_id: str, name: str, policy: Policy | None = None) -> dict[str
     beats, p_value = champion_gate(list(values.values()), current, metric, alpha, test_md5,
                                    group_id)  # fmt: skip
     gates = [seeds_gate(len(values), min_seeds), failed_gate(failed, max_failed),
-             provenance_gate(recorded), beats]  # fmt: skip
+             provenance_gate(recorded), audit_gate(recorded, p.max_leakage), beats]  # fmt: skip
     vals = list(values.values())
     low, high = stats.t_interval(vals) if len(vals) > 1 else (math.nan, math.nan)
     seed = representative_seed(values) if values else None

@@ -209,6 +209,13 @@ def promote(
     min_seeds: int = typer.Option(5, "--min-seeds", min=1, help="Successful seeds needed."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49, help="Significance level."),
     max_failed: int = typer.Option(0, "--max-failed", min=0, help="Failed seeds tolerated."),
+    max_leakage: float = typer.Option(
+        0.0,
+        "--max-leakage",
+        min=0.0,
+        max=1.0,
+        help="Share of test inputs also in train tolerated (the data audit; 1: any, or unknown).",
+    ),  # fmt: skip
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the gates; change nothing."),
 ) -> None:
     """Register a repeat's representative model, only if every gate passes."""
@@ -223,7 +230,7 @@ def promote(
         from xp.record.store import configure_store
 
         configure_store(_workspace())
-        policy = Policy(alias, metric, min_seeds, alpha, max_failed)
+        policy = Policy(alias, metric, min_seeds, alpha, max_failed, max_leakage)
         ev = run_promote(run_id, name, policy, dry_run=dry_run)
     except PromotionRefused as e:
         print_gates(e.gates)

@@ -25,12 +25,14 @@ import torch
 
 from xp import XpError
 from xp.config import Config, higher_is_better, metrics_for
+from xp.diagnose import audit
 from xp.record import numerics, supervise
 from xp.record import tags as record
 from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
 from xp.train import checkpoint, fingerprint
 from xp.train.data import load_splits, take, to_tensors
+from xp.train.data_audit import audit_splits, record_audit
 from xp.train.devices import device_label, pick_device
 from xp.train.metrics import task_metrics, trivial_baseline
 from xp.train.models import build_model, forward, layer_groups
@@ -194,6 +196,10 @@ def train(
     if skipped:
         events("warning", {"message": skipped})
     splits = load_splits(config, root, prov.data)
+    audited, not_audited = audit_splits(config, workspace, prov.data, splits)
+    said = audit.warning(audited) if audited else None
+    if said:
+        events("warning", {"message": said})
     feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
     with torch.random.fork_rng(devices=[]):  # the generator dropout will draw from, untouched
         torch.manual_seed(seeds["dropout"])
@@ -221,6 +227,7 @@ def train(
         if rewrite:
             record.write(tracker, config, seeds, prov)
             tracker.set_tags(prints)
+            record_audit(tracker, audited, not_audited)
         events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
         supervise.fault_point("setup")
         return _fit(config, workspace, model, tokenizer, feats, splits, seeds, device, tracker,

@@ -28,11 +28,13 @@ from typing import Any
 
 from xp import XpError
 from xp.config import ScriptConfig, metrics_for, render
+from xp.diagnose import audit
 from xp.record import supervise
 from xp.record import tags as record
 from xp.record.handoff import CHECKPOINT_TAG, OPENED_BY_TAG, STOP_CODES, Handoff
 from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
+from xp.train.data_audit import audit_splits, record_audit
 from xp.train.loop import Events, Result, _no_events
 from xp.train.script_process import ScriptProcess
 from xp.train.seed import derive_seeds
@@ -82,6 +84,10 @@ def _train(config: ScriptConfig, workspace: Workspace, process: ScriptProcess,
     skipped = record.skipped_summary(prov.git)
     if skipped:
         events("warning", {"message": skipped})
+    audited, not_audited = audit_splits(config, workspace, prov.data)
+    said = audit.warning(audited) if audited else None
+    if said:
+        events("warning", {"message": said})
     if track:
         from xp.record.store import configure_store
 
@@ -99,6 +105,7 @@ def _train(config: ScriptConfig, workspace: Workspace, process: ScriptProcess,
     with supervise.closed_on_error(tracker, lock):
         if not resume or "xp.recorded" not in recorded:
             record.write(tracker, config, seeds, prov)
+            record_audit(tracker, audited, not_audited)
         run_dir = workspace.run_dir(tracker.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         handoff = Handoff(
