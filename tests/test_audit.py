@@ -50,17 +50,21 @@ def test_text_splits_are_audited_after_case_and_whitespace():
     assert tags["xp.audit.near_test_in_train"] == "1" and tags["xp.audit.conflicts"] == "1"
 
 
-def test_array_rows_are_compared_by_their_bytes_and_clean_data_says_nothing():
-    rng = np.random.default_rng(0)
-    x = rng.random((10, 4, 4)).astype(np.float32)
-    splits = {"train": Split(x[:6], np.arange(6) % 2), "validation": Split(x[6:8], np.zeros(2)),
-              "test": Split(x[8:], np.ones(2))}  # fmt: skip
+def test_images_are_compared_by_their_bytes_then_their_perceptual_hash():
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = x.reshape(-1, 8, 8).astype(np.float32)
+    splits = {"train": Split(x[:300], y[:300]), "validation": Split(x[300:400], y[300:400]),
+              "test": Split(x[400:500], y[400:500])}  # fmt: skip
     clean = audit.audit(splits, "classification")
     assert clean["findings"] == [] and audit.warning(clean) is None and clean["leakage"] == 0
-    assert clean["near_duplicates"] is None  # (text only)
-    splits["test"] = Split(np.stack([x[8], x[3]]), np.ones(2))
-    leaked = audit.audit(splits, "classification")
-    assert leaked["shared"]["test_in_train"] == {"count": 1, "fraction": 0.5, "examples": [1]}
+    copy, dimmer = x[3], x[7] * 0.8 + 1  # an exact copy; the same image, another exposure
+    splits["test"] = Split(np.stack([x[400], copy, dimmer]), np.array([y[400], y[3], y[7]]))
+    found = audit.audit(splits, "classification")
+    assert found["shared"]["test_in_train"] == {"count": 1, "fraction": 1 / 3, "examples": [1]}
+    near = found["near_duplicates"]["test_in_train"]
+    assert near["count"] == 1 and near["examples"] == [[2, 7]]
 
 
 def test_an_audit_is_made_once_per_data_version(tmp_path):

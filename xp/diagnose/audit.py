@@ -5,7 +5,8 @@ target's range (regression); exact duplicates inside a split; inputs shared betw
 normalisation (text: case and whitespace; arrays: the bytes of a row); the same input with
 different labels; and near-duplicates across splits for text: candidates from MinHash LSH
 (datasketch) over character 3-grams at an estimated Jaccard of 0.5, kept where the 3-grams' exact
-Jaccard similarity is >= 0.8 and the two are not exact copies.
+Jaccard similarity is >= 0.8 and the two are not exact copies; for images (arrays of 2-D rows), a
+perceptual hash (imagehash's pHash, 64 bits) within 2 bits of another split's image.
 
 `audit()` is a pure function of the splits; `cached_audit()` keeps its result per data version
 (the splits' DVC md5s), so a repeat of 20 seeds audits once.
@@ -29,6 +30,7 @@ NEAR_JACCARD = 0.8  # a near-duplicate text: the 3-grams' Jaccard similarity at 
 NEAR_CANDIDATES = 0.5  # the LSH's threshold: lower, so that few pairs above 0.8 are missed
 NEAR_PERMUTATIONS = 64
 EXAMPLES = 10  # inputs quoted per finding in the JSON
+NEAR_BITS = 2  # a near-duplicate image: pHashes at most this many bits apart (of 64)
 
 
 def normalise_text(text: str) -> str:
@@ -87,8 +89,13 @@ def audit(splits: dict[str, Any], task: str) -> dict[str, Any]:
             "examples": [_shown(splits[first].inputs, i) for i in hits[:EXAMPLES]],
         }  # fmt: skip
     out["conflicting_labels"] = _conflicts(splits, keys) if task == "classification" else None
-    texts = not any(isinstance(s.inputs, np.ndarray) for s in splits.values())
-    out["near_duplicates"] = _near_duplicates(splits, keys) if texts else None
+    arrays = [s.inputs for s in splits.values() if isinstance(s.inputs, np.ndarray)]
+    if not arrays:
+        out["near_duplicates"] = _near_duplicates(splits, keys)
+    elif len(arrays) == len(splits) and all(a.ndim in (3, 4) for a in arrays):
+        out["near_duplicates"] = _near_images(splits, keys)
+    else:
+        out["near_duplicates"] = None  # (feature vectors: no perceptual hash means anything)
     out["leakage"] = out["shared"].get("test_in_train", {}).get("fraction", 0.0)
     out["findings"] = findings(out)
     return out
@@ -155,6 +162,45 @@ def _near_duplicates(splits: dict[str, Any], keys: dict[str, list[str]]) -> dict
 
 def _inputs(n: int, what: str) -> str:
     return f"{n} {what} input{'' if n == 1 else 's'}"
+
+
+def _phash(image: np.ndarray) -> int:
+    """The 64-bit perceptual hash of one image (H x W, or H x W x C), scaled to 0-255 first."""
+    import imagehash
+    from PIL import Image
+
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim == 3:
+        x = x.mean(axis=-1)
+    span = float(x.max() - x.min()) or 1.0
+    pixels = (255 * (x - x.min()) / span).astype(np.uint8)
+    bits = imagehash.phash(Image.fromarray(pixels)).hash.flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def _near_images(splits: dict[str, Any], keys: dict[str, list[str]]) -> dict[str, Any]:
+    """Per pair, the images of the first split within NEAR_BITS of an image of the second (not
+    an exact copy of it)."""
+    hashes = {name: np.array([_phash(x) for x in s.inputs], dtype=np.uint64)
+              for name, s in splits.items()}  # fmt: skip
+    out: dict[str, Any] = {"method": f"pHash (imagehash), 64 bits, at most {NEAR_BITS} apart"}
+    for first, second in PAIRS:
+        if first not in keys or second not in keys:
+            continue
+        exact = set(keys[second])
+        hits = []
+        for i, h in enumerate(hashes[first]):
+            if keys[first][i] in exact:
+                continue
+            near = np.flatnonzero(np.bitwise_count(hashes[second] ^ h) <= NEAR_BITS)
+            if len(near):
+                hits.append((i, int(near[0])))
+        rows = len(keys[first])
+        out[f"{first}_in_{second}"] = {
+            "count": len(hits), "fraction": len(hits) / rows if rows else 0.0,
+            "examples": [[i, j] for i, j in hits[:EXAMPLES]],
+        }  # fmt: skip
+    return out
 
 
 def findings(result: dict[str, Any]) -> list[str]:
