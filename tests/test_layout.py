@@ -24,7 +24,10 @@ WINGS = {
     "xp.train": 2,
     "xp.integrations": 2,  # other people's trainers: beside xp's own
     "xp.execute": 3,
-    **{f"xp.{verb}": 4 for verb in ("repeat", "compare", "registry", "reproduce", "report")},
+    **{
+        f"xp.{verb}": 4
+        for verb in ("repeat", "compare", "registry", "reproduce", "report", "checkup")
+    },
     "xp.search": 5,  # a verb built on verbs: it confirms with repeat, ranks with compare
     "xp.cli": 6,
 }

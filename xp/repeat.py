@@ -17,6 +17,7 @@ import numpy as np
 
 from xp import XpError, stats
 from xp.config import Config, flatten, higher_is_better, run_name
+from xp.diagnose import diagnosis, overfitting
 from xp.execute.executor import Executor, OnEvent, SeedJob
 from xp.record.workspace import Workspace
 from xp.train import fingerprint
@@ -59,6 +60,7 @@ class SeedRun:
     outcome: str  # ok | early_stopped | failed | killed | crashed
     metrics: dict[str, float] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # kind -> hash (xp.fingerprint.*)
+    diagnosis: dict[str, Any] = field(default_factory=dict)  # xp.diagnosis.* read back
 
     @property
     def succeeded(self) -> bool:
@@ -85,7 +87,8 @@ def seed_runs(children: list[Any], seeds: list[int]) -> list[SeedRun]:
         prints = {k.removeprefix(fingerprint.TAG): v for k, v in run.data.tags.items()
                   if k.startswith(fingerprint.TAG)}  # fmt: skip
         out.append(SeedRun(seed, run.info.run_id, run.info.status, outcome,
-                           dict(run.data.metrics), prints))  # fmt: skip
+                           dict(run.data.metrics), prints,
+                           overfitting.from_tags(run.data.tags)))  # fmt: skip
     return out
 
 
@@ -191,6 +194,7 @@ def summarize(
         "failed_seeds": [r.seed for r in runs if not r.succeeded],
         "per_seed": [r.__dict__ for r in runs],
         "seed_check": fingerprint.seed_check(runs),
+        "diagnosis": diagnosis.over_seeds(runs),
         "stats": {},
     }
     for key in _summary_keys(runs):

@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from xp.diagnose import diagnosis
+
 PLOTS = ("learning_curves.png", "final_metric.png", "baseline.png")
 
 
@@ -147,11 +149,19 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
                          _fmt(d.get("median")), _fmt(d.get("iqm")), _fmt(d.get("min")),
                          _fmt(d.get("max"))])  # fmt: skip
     lines.append(("Statistics over seeds", rows))
-    seeds = [["seed", "run", "outcome", metric]]
+    seeds = [["seed", "run", "outcome", metric, "overfitting", "gap at best", "monitor events"]]
     for r in summary["per_seed"]:
-        seeds.append([str(r["seed"]), str(r["run_id"]), r["outcome"],
-                      _fmt(r["metrics"].get(metric))])  # fmt: skip
+        d, m = r.get("diagnosis") or {}, r["metrics"]
+        events = [f"{k} {int(v)}" for k, v in m.items() if k.startswith("monitor/") and v]
+        counted = any(k.startswith("monitor/") for k in m)
+        seeds.append([str(r["seed"]), str(r["run_id"]), r["outcome"], _fmt(m.get(metric)),
+                      d.get("text", "-"), _fmt(d.get("gap_at_best")),
+                      ", ".join(e.removeprefix("monitor/") for e in events)
+                      or ("none" if counted else "-")])  # fmt: skip
     lines.append(("Seeds", seeds))
+    found = diagnosis.sentences(summary)
+    if found:
+        lines.append(("Diagnosis", " ".join(f"{s[0].upper()}{s[1:]}." for s in found)))
     boot = summary.get("bootstrap")
     if boot:
         note = f" {boot['note']}" if boot.get("note") else ""
@@ -210,6 +220,7 @@ def note(summary: dict[str, Any]) -> str:
         "",
         f"- failed seeds: {', '.join(map(str, failed)) if failed else 'none'}",
         *(f"- warning: {w}" for w in summary.get("seed_check") or []),
+        *(f"- {line}" for line in diagnosis.sentences(summary)),
     ]
     base, cmp = summary.get("baseline"), summary.get("comparison")
     if base is None:

@@ -8,10 +8,12 @@ same seed that was never interrupted: every point of every metric and the final 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -212,3 +214,42 @@ def test_a_closed_stdout_never_stops_training(repo):
     run_id = first.split()[1]
     r = mlflow.get_run(run_id)
     assert r.info.status == "FINISHED" and r.data.tags["xp.outcome"] == "ok"
+
+
+def test_kill_9_mid_event_or_mid_audit_loses_no_event_and_raises_none_twice(crash, monkeypatch):
+    """An LR fault raises monitor events; a kill right after the first is journaled, then a
+    resume, records the same events as the uninterrupted run: none lost, none twice. A kill
+    while the audit is made leaves no run and no cache entry (the next attempt audits again)."""
+    repo, uri, _ = crash
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    env = {"MLFLOW_TRACKING_URI": uri, "XP_FAULT_LR": "12:300"}
+
+    def events_of(run_id: str) -> dict:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="monitor")
+        record = json.loads((Path(local) / "events.json").read_text())
+        return {**record, "events": [{**e, "run_id": None} for e in record["events"]]}
+
+    whole = _run_id(run(["xp", "train", *ARGS], repo, env=env).stdout)
+    reference = events_of(whole)
+    first = reference["events"][0]
+    assert first["step"] == 13 and first["kind"] == "spike"
+    killed = run(["xp", "train", *ARGS], repo, check=False,
+                 env={**env, supervise.FAULT_ENV: f"monitor_event@{first['step']}"})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    run_id = _run_id(killed.stdout)
+    resumed = run(["xp", "train", "digits", "--resume", run_id], repo, env=env)
+    assert f"ok run {run_id}" in resumed.stdout
+    assert events_of(run_id) == reference  # the same events, each once
+    hist, _, dup = _record(run_id, uri)
+    assert dup == 0
+    assert {k: v for k, v in hist.items() if k.startswith("monitor/")} == {
+        k: v for k, v in _record(whole, uri)[0].items() if k.startswith("monitor/")
+    }
+
+    audit_cache = repo / ".xp" / "audit"
+    before = set(audit_cache.glob("*"))
+    other_data = [*ARGS, "data.train_limit=299"]  # another reading of the data: a new audit
+    cut = run(["xp", "train", *other_data], repo, check=False,
+              env={"MLFLOW_TRACKING_URI": uri, supervise.FAULT_ENV: "audit"})  # fmt: skip
+    assert cut.returncode == -signal.SIGKILL and "run " not in cut.stdout
+    assert set(audit_cache.glob("*")) == before  # no cache entry, not even half of one

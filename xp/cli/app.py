@@ -19,6 +19,7 @@ from xp.cli.terminal import (
     SeedProgress,
     err,
     out,
+    print_checkup,
     print_gates,
     print_ranking,
     print_reproduction,
@@ -150,6 +151,25 @@ def report(run_id: str = typer.Argument(..., help="A repeat run id.")) -> None:
     except XpError as e:
         _fail(str(e))
     print_summary(summary)
+
+
+@app.command()
+def diagnose(
+    run_id: str = typer.Argument(..., help="A training run id or a repeat run id."),
+    fmt: str = typer.Option("text", "--format", help="text or json."),
+) -> None:
+    """Why a run or a repeat is good or bad: data audit, overfitting, monitor events."""
+    if fmt not in ("text", "json"):
+        _fail(f"--format {fmt}: use text or json")
+    try:
+        from xp.checkup import checkup
+        from xp.record.store import configure_store
+
+        configure_store(_workspace())
+        found = checkup(run_id)
+    except XpError as e:
+        _fail(str(e))
+    print_checkup(found, fmt)
 
 
 @app.command()

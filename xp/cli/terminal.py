@@ -59,6 +59,18 @@ class SeedProgress:
         self._bar.stop()
 
 
+def print_checkup(found: dict, fmt: str) -> None:
+    """`xp diagnose`: one `heading: what was found` line each, or the JSON."""
+    if fmt == "json":
+        import json
+
+        print(json.dumps(found, indent=1, default=str))
+        return
+    out.print(f"{found['kind']} run {found['run_id']}", highlight=False)
+    for head, line in found["lines"]:
+        out.print(f"  {head}: {line}", highlight=False, soft_wrap=True)
+
+
 def print_summary(summary: dict) -> None:
     """A repeat's statistics table, failed seeds, verdict and where the report is."""
     from xp.report import terminal_rows

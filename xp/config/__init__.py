@@ -12,6 +12,7 @@ from xp.config.base import (
     REGRESSION_METRICS,
     SPLITS,
     ConfigError,
+    MonitorConfig,
     SeedConfig,
     higher_is_better,
     metrics_for,
@@ -48,7 +49,8 @@ from xp.config.trainer import (
 __all__ = [
     "CLASSIFICATION_METRICS", "EXECUTION_KEYS", "LOWER_IS_BETTER", "REGRESSION_METRICS", "SPLITS",
     "YAML_WORDS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig",
-    "OptimConfig", "ProjectConfig", "ScheduleConfig", "ScriptConfig", "SeedConfig", "TrainConfig",
+    "MonitorConfig", "OptimConfig", "ProjectConfig", "ScheduleConfig", "ScriptConfig", "SeedConfig",
+    "TrainConfig",
     "check_project_name", "config_hash", "data_paths", "differences", "flatten",
     "higher_is_better", "known_projects", "load_config", "metrics_for", "parse_overrides",
     "read_yaml", "render", "run_name", "split_extra_args", "split_paths", "to_yaml", "validate",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,30 @@ class SeedConfig(_Section):
     data_order: int | None = Field(None, ge=0)  # shuffling of the training set, epoch by epoch
     dropout: int | None = Field(None, ge=0)  # the torch RNG that dropout draws from
     split: int | None = Field(None, ge=0)  # only for projects that split data at run time
+
+
+Action = Literal["warn", "stop"]
+
+
+class MonitorConfig(_Section):
+    """The training monitor's rules, each relative to the run's own history (xp/diagnose/monitor).
+
+    Monitoring never changes what is trained, so these keys are left out of `xp.config_hash`.
+    """
+
+    enabled: bool = True
+    window: int = Field(50, ge=5, le=100_000)  # logged steps of history the rules compare against
+    min_history: int = Field(10, ge=3, le=100_000)  # steps seen before a spike or explosion counts
+    spike_z: float = Field(8.0, gt=0)  # robust z of the loss against its rolling median and MAD
+    grad_factor: float = Field(10.0, gt=1)  # grad norm over its rolling median
+    divergence_factor: float = Field(3.0, gt=1)  # recent loss over its post-warm-up level
+    stall_evals: int | None = Field(10, ge=1)  # evaluations without improvement; None = off
+    on_spike: Action = "warn"
+    on_grad: Action = "warn"
+    on_divergence: Action = "warn"
+    on_stall: Action = "warn"
+    notify: str | None = None  # a command that reads each event as JSON on stdin
+    notify_timeout: float = Field(10.0, gt=0, le=600)  # seconds a notify command may take
 
 
 SPLITS = ("train", "validation", "test")

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from xp import XpError
-from xp.config.base import ConfigError
+from xp.config.base import ConfigError, MonitorConfig
 from xp.config.script import Scalar, ScriptConfig, render, script_path
 from xp.config.trainer import Config
 
@@ -306,21 +306,29 @@ def flatten(config: ProjectConfig) -> dict[str, str]:
 
 
 # how a run is executed, not what is trained: `--jobs` divides threads, a GPU replaces the CPU
-EXECUTION_KEYS = {"train": ("threads", "device", "checkpoint_every", "numerics")}
+# how a run is executed and watched, not what it trains: left out of the hash and the differences
+EXECUTION_KEYS = {
+    "train": ("threads", "device", "checkpoint_every", "numerics"),
+    "eval": ("train_sample",),
+    "monitor": tuple(MonitorConfig.model_fields),
+}
 
 
 def config_hash(config: ProjectConfig) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
     Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`,
-    `train.numerics`) are left out too: the same configuration run 2 seeds at a time, on a GPU or
-    with portable kernels is still the same configuration.
+    `train.numerics`, `eval.train_sample`, `monitor.*`) are left out too: the same configuration
+    run 2 seeds at a time, on a GPU, with portable kernels or watched otherwise is still the same
+    configuration.
     """
     tree = config.model_dump(mode="json")
     tree.pop("seed")
     for section, keys in EXECUTION_KEYS.items():
         for key in keys:
-            tree[section].pop(key)
+            tree.get(section, {}).pop(key, None)
+        if tree.get(section) == {}:  # (a section of execution keys alone: `monitor`)
+            tree.pop(section)
     canon = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from xp.config.base import SeedConfig, _Section, metrics_for
+from xp.config.base import MonitorConfig, SeedConfig, _Section, metrics_for
 
 
 class DataConfig(_Section):
@@ -80,6 +80,9 @@ class EvalConfig(_Section):
     patience: int | None = Field(None, ge=1)  # evaluations without improvement; None = never stop
     min_delta: float = Field(0.0, ge=0)
     batch_size: int = Field(256, ge=1)
+    # a fixed sample of the training set evaluated like validation (the overfitting diagnosis):
+    # its size; None = the validation set's, so both are measured as precisely; 0 = off
+    train_sample: int | None = Field(None, ge=0)
 
 
 class Config(_Section):
@@ -92,6 +95,7 @@ class Config(_Section):
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @field_validator("seed", mode="before")
     @classmethod

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +270,16 @@ def version_key(md5s: Sequence[str], task: str, reader: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def cached_audit(cache: Path, key: str, splits: dict[str, Any], task: str) -> dict[str, Any]:
+def cached_audit(
+    cache: Path,
+    key: str,
+    splits: dict[str, Any],
+    task: str,
+    before_write: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """The audit of this data version: read from `cache/<key>.json`, else made and written there
-    (atomically: seeds auditing at once each write a whole file)."""
+    (atomically: seeds auditing at once each write a whole file; `before_write` is a fault
+    hook)."""
     path = cache / f"{key}.json"
     try:
         found = json.loads(path.read_text())
@@ -281,6 +288,8 @@ def cached_audit(cache: Path, key: str, splits: dict[str, Any], task: str) -> di
     except (OSError, ValueError):
         pass
     result = audit(splits, task)
+    if before_write is not None:
+        before_write()
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(result, indent=1))

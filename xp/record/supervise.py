@@ -219,7 +219,9 @@ def fault_point(point: str, step: int | None = None) -> None:
 
     Points: `setup` (run created, nothing trained), `step@N` (after optimizer step N, its metrics
     buffered), `eval@N` (during the evaluation at step N), `checkpoint@N` (while the checkpoint
-    of step N is saved), `log_model` (while the final model is being logged). With
+    of step N is saved), `log_model` (while the final model is being logged), `audit` (the data
+    audit made, not yet cached), `monitor_event@N` (a monitor event of step N journaled, not yet
+    recorded). With
     `XP_FAULT_KILL_SEEDS=2,5`, only those seeds of a repeat are killed. `XP_FAULT_STOP` names a
     point the same way and sends SIGTERM instead (a scheduler's preemption, caught there).
     """

@@ -9,6 +9,7 @@ from typing import Any
 
 from xp.config import SPLITS, DataConfig, ProjectConfig, ScriptConfig
 from xp.diagnose import audit
+from xp.record import supervise
 from xp.record.workspace import Workspace
 from xp.train.data import DataError, Split, load_split
 
@@ -43,7 +44,9 @@ def audit_splits(
     assert splits is not None
     md5s = [versions[name]["md5"] for name in SPLITS if name in versions]
     key = audit.version_key(md5s, config.task, reader)
-    return audit.cached_audit(workspace.scratch / "audit", key, splits, config.task), ""
+    made = audit.cached_audit(workspace.scratch / "audit", key, splits, config.task,
+                              before_write=lambda: supervise.fault_point("audit"))  # fmt: skip
+    return made, ""
 
 
 def _script_splits(config: ScriptConfig, root: Path) -> dict[str, Split]:

@@ -34,8 +34,10 @@ from xp.train import checkpoint, fingerprint
 from xp.train.data import load_splits, take, to_tensors
 from xp.train.data_audit import audit_splits, record_audit
 from xp.train.devices import device_label, pick_device
-from xp.train.metrics import task_metrics, trivial_baseline
+from xp.train.evaluation import evaluate, fixed_sample, loss_fn, record_diagnosis, to_device
+from xp.train.metrics import trivial_baseline
 from xp.train.models import build_model, forward, layer_groups
+from xp.train.monitoring import Watch, check_notify, lr_factor, lr_fault
 from xp.train.recipe import check_layers, lowest_trainable, param_groups, total_steps
 from xp.train.resume import claim
 from xp.train.seed import derive_seeds, epoch_order, rng_state, set_deterministic, set_rng_state
@@ -91,41 +93,6 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
-# -- evaluation -------------------------------------------------------------------------------
-def loss_fn(task: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for classification, mean squared error for regression."""
-    if task == "classification":
-        return torch.nn.functional.cross_entropy(logits.float(), labels)
-    return torch.nn.functional.mse_loss(logits.float().squeeze(-1), labels.float())
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module, features: dict[str, Any], config: Config, device: torch.device
-) -> dict[str, float]:
-    """Loss and task metrics on one split (model in eval mode: no dropout)."""
-    model.eval()
-    n = len(features["labels"])
-    logits_all, loss_sum = [], 0.0
-    for start in range(0, n, config.eval.batch_size):
-        batch = _to(take(features, slice(start, start + config.eval.batch_size)), device)
-        logits = forward(model, batch)
-        loss_sum += loss_fn(config.task, logits, batch["labels"]).item() * len(batch["labels"])
-        logits_all.append(logits.float().cpu())
-    logits = torch.cat(logits_all)
-    if config.task == "classification":
-        preds = logits.argmax(-1).numpy()
-    else:
-        preds = logits.squeeze(-1).numpy()
-    out = {"loss": loss_sum / n}
-    out.update(task_metrics(config.task, features["labels"].numpy(), preds))
-    return out
-
-
-def _to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 def _improved(value: float, best: float | None, metric: str, min_delta: float) -> bool:
     if best is None:
         return True
@@ -172,6 +139,8 @@ def train(
     if resume and not track:
         raise XpError("--resume needs tracking: the run to continue lives in the store")
     device = pick_device(t.device)
+    check_notify(config.monitor)  # (a notify command that cannot run: one line, before anything)
+    lr_fault()
     if track:  # the metric writer imports MLflow while the model loads, not during the loop
         from xp.record.store import configure_store
         from xp.record.track import start_writer
@@ -273,7 +242,7 @@ def _fit(
     # position and early-stopping state; a resumed run takes them from its last checkpoint
     state: dict[str, Any] = {"step": 0, "epoch": 0, "next_batch": 0, "best_value": None,
                              "best_step": None, "best_val": {}, "bad_evals": 0,
-                             "outcome": "ok"}  # fmt: skip
+                             "outcome": "ok", "evals": [], "monitor": None}  # fmt: skip
     torch.manual_seed(seeds["dropout"])  # from here on the global RNG only feeds dropout
     if saved is not None:  # the weights are already in the model
         optimizer.load_state_dict(saved["optimizer"])
@@ -283,8 +252,14 @@ def _fit(
         state.update(saved["position"])
     if tracker.resumed:
         tracker.set_tags({"xp.resumed_at_step": str(state["step"])})
+    warmup_steps = int(config.schedule.warmup * total)
+    say = lambda message: events("warning", {"message": message})  # noqa: E731
+    watch = Watch(config.monitor, tracker, work.parent, warmup_steps, say, state["monitor"])
+    sample = fixed_sample(feats["train"], ev.train_sample, len(feats["validation"]["labels"]))
+    fault = lr_fault()
 
     def snapshot(directory: Path) -> None:
+        state["monitor"] = watch.monitor.state_dict()
         checkpoint.save(directory, model, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng_state(), "position": dict(state),
@@ -331,7 +306,7 @@ def _fit(
                 n_micro = sum(len(idx) for idx in micro)
                 loss_value = 0.0
                 for idx in micro:
-                    batch = _to(take(feats["train"], torch.as_tensor(idx)), device)
+                    batch = to_device(take(feats["train"], torch.as_tensor(idx)), device)
                     ctx = torch.autocast("cuda", amp_dtype) if use_amp else nullcontext()
                     with ctx:
                         logits = forward(model, batch)
@@ -341,14 +316,18 @@ def _fit(
                 if nan_fault:
                     loss_value = math.nan
                 if not math.isfinite(loss_value):
+                    watch.step(step + 1, loss_value, math.nan)
                     outcome, message = "failed", f"loss became {loss_value} at step {step + 1}"
                     break
                 scaler.unscale_(optimizer)
                 trainable = [p for p in model.parameters() if p.grad is not None]
                 grad_norm = torch.nn.utils.clip_grad_norm_(trainable, t.clip_norm or math.inf)
+                factor = lr_factor(fault, step + 1)  # (1 but under XP_FAULT_LR)
+                for g in optimizer.param_groups:
+                    g["lr"] *= factor
+                lr = max(g["lr"] for g in optimizer.param_groups)
                 scaler.step(optimizer)
                 scaler.update()
-                lr = max(g["lr"] for g in optimizer.param_groups)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["step"] = step = step + 1
@@ -361,15 +340,25 @@ def _fit(
                 )
                 events("step", {"step": step, "total": total, "loss": loss_value})
                 supervise.fault_point("step", step)
+                alarm = watch.step(step, loss_value, float(grad_norm))
 
                 end_of_epoch = state["next_batch"] == 0
                 due = step % ev.every == 0 if ev.every else end_of_epoch
                 if due or step == total:
                     supervise.fault_point("eval", step)
                     val = evaluate(model, feats["validation"], config, device)
-                    tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step)
+                    seen = {f"val/{k}": v for k, v in val.items()}
+                    point = {"step": step, "val_loss": val["loss"], "val": val[metric]}
+                    if sample is not None:
+                        on_train = evaluate(model, sample, config, device)
+                        seen.update({f"train_sample/{k}": v for k, v in on_train.items()})
+                        point.update(train_loss=on_train["loss"], train=on_train[metric])
+                    tracker.log_metrics(seen, step)
+                    state["evals"].append(point)
                     events("eval", {"step": step, "metrics": val})
-                    if _improved(val[metric], state["best_value"], metric, ev.min_delta):
+                    improved = _improved(val[metric], state["best_value"], metric, ev.min_delta)
+                    alarm = watch.evaluation(step, improved) or alarm
+                    if improved:
                         state.update(best_value=val[metric], best_step=step, best_val=val,
                                      bad_evals=0)  # fmt: skip
                         snapshot(best_dir)
@@ -382,6 +371,10 @@ def _fit(
                         outcome = state["outcome"] = "pruned"
                         message = f"pruned by the search's pruner at step {step}"
                         break
+                if alarm is not None:  # a monitor rule set to `stop`: the rest of the compute saved
+                    outcome = state["outcome"] = "failed"
+                    message = f"stopped by the monitor: {alarm.message}"
+                    break
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
                     save_resume_point()
                 if stop.signal is not None or step >= total:
@@ -404,6 +397,9 @@ def _fit(
                       f"{state['step']}/{total}; resume with --resume {tracker.run_id}",
                       steps=state["step"], signal=name, fit_seconds=fit_seconds)  # fmt: skip
 
+    watch.finish(state["step"])
+    record_diagnosis(tracker, config, state, per_epoch,
+                     0 if sample is None else len(sample["labels"]))  # fmt: skip
     result = _finish(config, model, tokenizer, feats, splits, device, tracker, state, outcome,
                      message, best_dir, last_dir)  # fmt: skip
     result.fit_seconds = fit_seconds

@@ -1,0 +1,104 @@
+"""`xp diagnose <run id>`: why a run or a repeat is good or bad, from the tracking store alone.
+
+For a training run: its outcome, the data audit, the overfitting diagnosis and the monitor's
+events, each read from what the run recorded (`xp.audit.*`, `xp.diagnosis.*`, `xp.monitor.*`
+tags, `monitor/<kind>` metrics). For a repeat: the same over its seeds (how many overfit, the
+patience that would have stopped them, the events per seed). A run recorded before xp diagnosed
+runs has none of it: the checkup says what is missing and never makes it up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xp import XpError
+from xp.diagnose import diagnosis, overfitting
+from xp.diagnose.monitor import KINDS
+
+MISSING = "not recorded (the run is older than this part of xp's record)"
+
+
+def _audit_line(tags: dict[str, str]) -> str:
+    findings = tags.get("xp.audit.findings")
+    if findings is None:
+        return MISSING
+    leak = tags.get("xp.audit.leakage")
+    share = f" (test inputs also in train: {float(leak):.1%})" if leak and float(leak) else ""
+    return f"{findings}{share}"
+
+
+def _overfitting_line(found: dict[str, Any]) -> str:
+    if not found:
+        return MISSING
+    figures = [("val_loss_rise", "validation loss {:+.1%} from its low"),
+               ("gap_at_best", "gap at the kept checkpoint {:.4f}"),
+               ("gap_at_end", "at the end {:.4f}"),
+               ("steps_after_best", "{} steps trained after it")]  # fmt: skip
+    said = [
+        fmt.format(found[key]) for key, fmt in figures if isinstance(found.get(key), int | float)
+    ]
+    return f"{found['text']}: {', '.join(said)}" if said else found["text"]
+
+
+def _monitor_line(tags: dict[str, str], metrics: dict[str, float]) -> str:
+    if "xp.monitor.events" not in tags and not any(k.startswith("monitor/") for k in metrics):
+        return MISSING
+    counts = {k: int(metrics.get(f"monitor/{k}", 0)) for k in KINDS}
+    total = sum(counts.values())
+    if not total:
+        return "no event"
+    kinds = ", ".join(f"{k} {n}" for k, n in counts.items() if n)
+    return f"{total} events ({kinds}); the first: {tags.get('xp.monitor.first', '?')}"
+
+
+def run_checkup(run: Any) -> dict[str, Any]:
+    """The checkup of one training run."""
+    tags, metrics = run.data.tags, run.data.metrics
+    outcome = tags.get("xp.outcome", run.info.status.lower())
+    if tags.get("xp.failure"):
+        outcome += f": {tags['xp.failure']}"
+    return {"run_id": run.info.run_id, "kind": "train",
+            "lines": [("outcome", outcome), ("data audit", _audit_line(tags)),
+                      ("overfitting", _overfitting_line(overfitting.from_tags(tags))),
+                      ("monitor", _monitor_line(tags, metrics))]}  # fmt: skip
+
+
+def repeat_checkup(parent: Any) -> dict[str, Any]:
+    """The checkup of a repeat: over its seeds, then each seed in one line."""
+    from xp.repeat import recorded_seed_runs
+
+    runs, children = recorded_seed_runs(parent)
+    found = diagnosis.over_seeds(runs)
+    first = next((children[r.run_id] for r in runs if r.run_id in children), None)
+    lines = [("seeds", f"{len(runs)} ({sum(r.succeeded for r in runs)} succeeded)"),
+             ("data audit", _audit_line(first.data.tags) if first else MISSING)]  # fmt: skip
+    for line in diagnosis.sentences({"diagnosis": found}):
+        head, _, rest = line.partition(": ")
+        lines.append((head, rest))
+    for r in runs:
+        child = children.get(r.run_id or "")
+        if child is None:
+            lines.append((f"seed {r.seed}", f"{r.outcome}, no run recorded"))
+            continue
+        lines.append((f"seed {r.seed}", f"{r.outcome}; overfitting "
+                      f"{_overfitting_line(r.diagnosis)}; monitor "
+                      f"{_monitor_line(child.data.tags, child.data.metrics)}"))  # fmt: skip
+    return {"run_id": parent.info.run_id, "kind": "repeat", "lines": lines, "diagnosis": found}
+
+
+def checkup(run_id: str) -> dict[str, Any]:
+    """The checkup of a training or repeat run.
+
+    Raises:
+        XpError: an unknown run id, or a run that is neither.
+    """
+    from xp.record import track
+
+    run = track.get_run(run_id)
+    kind = run.data.tags.get("xp.kind")
+    if kind == "repeat":
+        return repeat_checkup(run)
+    if kind == "train":
+        return run_checkup(run)
+    raise XpError(f"run {run_id} is a {kind or 'non-xp'} run; xp diagnose takes a training run "
+                  "or a repeat")  # fmt: skip

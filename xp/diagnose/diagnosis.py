@@ -1,0 +1,44 @@
+"""A repeat's diagnosis over its seeds: overfitting and the monitor's events, in a few words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from xp.diagnose import overfitting
+from xp.diagnose.monitor import KINDS
+
+
+def over_seeds(runs: list[Any]) -> dict[str, Any]:
+    """How many seeds overfit (and the patience that would have stopped them), and the monitor's
+    events over the seeds that recorded them.
+
+    Args:
+        runs: the seeds' runs (`seed`, `metrics` with `monitor/<kind>` counts, `diagnosis`).
+    """
+    counted = [r for r in runs if any(k.startswith("monitor/") for k in r.metrics)]
+    events = {k: int(sum(r.metrics.get(f"monitor/{k}", 0) for r in counted)) for k in KINDS}
+    with_events = [r.seed for r in counted if any(r.metrics.get(f"monitor/{k}") for k in KINDS)]
+    return {"overfitting": overfitting.over_seeds([r.diagnosis for r in runs]),
+            "monitor": {"seeds": len(counted), "events": events,
+                        "seeds_with_events": with_events}}  # fmt: skip
+
+
+def monitor_sentence(view: dict[str, Any]) -> str:
+    """`monitor: 0 events over 5 seeds` or `monitor: 2 events (spike 1, grad 1) in seeds 3`."""
+    if not view.get("seeds"):
+        return "monitor: no seed recorded its events (recorded before xp monitored runs)"
+    total = sum(view["events"].values())
+    if not total:
+        return f"monitor: no event over {view['seeds']} seeds"
+    kinds = ", ".join(f"{k} {n}" for k, n in view["events"].items() if n)
+    seeds = ", ".join(map(str, view["seeds_with_events"]))
+    return f"monitor: {total} events ({kinds}) in seeds {seeds} of {view['seeds']}"
+
+
+def sentences(summary: dict[str, Any]) -> list[str]:
+    """The diagnosis lines of a repeat's report and MLflow description."""
+    found = summary.get("diagnosis")
+    if not found:
+        return []
+    return [f"overfitting: {overfitting.sentence(found['overfitting'])}",
+            monitor_sentence(found["monitor"])]  # fmt: skip
