@@ -67,6 +67,14 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("dropout of 1.5", "train digits model.dropout=1.5", 2, "model.dropout=1.5", {}),
     ("missing model folder", "train digits model.name=./no_model", 2, "is missing", {}),
     ("freezing more layers than exist", "train digits train.freeze_layers=9", 2, "only 3", {}),
+    # -- the diagnosis
+    ("a monitor threshold out of range", "train digits monitor.spike_z=-1", 2, "spike_z", {}),
+    ("an unknown monitor action", "train digits monitor.on_spike=panic", 2, "'warn' or 'stop'", {}),
+    ("a notify command that does not exist", "train digits monitor.notify=no-such-notifier", 2,
+     "command 'no-such-notifier' not found", {}),
+    ("a negative training sample", "train digits eval.train_sample=-5", 2, "train_sample", {}),
+    ("diagnose an unknown run", "diagnose 0123abc", 2, "unknown run id '0123abc'", {}),
+    ("diagnose in another format", "diagnose {finished} --format xml", 2, "use text or json", {}),
     # -- data
     ("missing data file", "train digits data.train=data/digits/no.npz", 2, "is missing", {}),
     ("unknown data format", "train digits data.format=parquet", 2, "data.format", {}),
