@@ -83,7 +83,7 @@ def test_a_repeat_counts_overfit_seeds_and_suggests_a_patience():
     text = overfitting.sentence(view)
     assert text.startswith("2 of 3 seeds overfit (1 severely; median onset at step 50)")
     assert "eval.patience=3" in text and "saving 40 of 300 steps" in text
-    assert "recorded before" in overfitting.sentence(overfitting.over_seeds([{}]))
+    assert "runs older than" in overfitting.sentence(overfitting.over_seeds([{}]))
 
 
 # -- the monitor ----------------------------------------------------------------------------------
@@ -136,6 +136,48 @@ def test_the_monitor_resumes_from_its_state_exactly():
     assert [e.to_json() for e in rest] == [e.to_json() for e in whole] and rest
 
 
+def test_a_nan_event_is_strict_json_and_a_skipped_step_is_not_an_explosion():
+    nan = Monitor(MonitorConfig(), 0).on_step(1, math.nan, math.inf)[0]
+    sent = json.loads(json.dumps(nan.to_json(), allow_nan=False))  # a webhook's parser
+    assert sent["value"] is None and sent["kind"] == "divergence"
+    monitor = Monitor(MonitorConfig(), 0)
+    for step in range(1, 40):  # an fp16 run: the scaler skips overflowing steps (no norm)
+        assert monitor.on_step(step, 1.0, None if step % 7 == 0 else 2.0) == []
+
+
+def test_events_before_a_checkpoint_travel_with_it(tmp_path):
+    """A run resumed on another machine has no journal: the checkpoint's events count."""
+    from xp.train.monitoring import Watch
+
+    class Tracker:
+        run_id = "r"
+
+        def __init__(self):
+            self.metrics, self.tags = [], {}
+
+        def log_metrics(self, metrics, step):
+            self.metrics.append((step, metrics))
+
+        def set_tags(self, tags):
+            self.tags.update(tags)
+
+    rng = np.random.default_rng(3)
+    losses, grads = _healthy_losses(120, rng), 2.0 * rng.lognormal(0, 0.3, 120)
+    losses[[40, 100]] *= 40
+    first = Watch(MonitorConfig(), Tracker(), tmp_path / "here", 15, lambda m: None)
+    for i in range(60):
+        first.step(i + 1, float(losses[i]), float(grads[i]))
+    state = first.state_dict()
+    said: list[str] = []
+    elsewhere = Watch(MonitorConfig(), Tracker(), tmp_path / "there", 15, said.append, state)
+    for i in range(60, 120):
+        elsewhere.step(i + 1, float(losses[i]), float(grads[i]))
+    assert [(e["kind"], e["step"]) for e in elsewhere.events if e["kind"] == "spike"] == [
+        ("spike", 41), ("spike", 101)]  # fmt: skip
+    assert elsewhere.counts()["spike"] == 2 and not any("step 41" in m for m in said)
+    assert (101, {"monitor/spike": 2.0}) in elsewhere.tracker.metrics
+
+
 def test_a_stall_is_evaluations_without_improvement():
     monitor = Monitor(MonitorConfig(stall_evals=3), warmup_steps=0)
     raised = [monitor.on_eval(10 * i, improved) for i, improved in
@@ -147,7 +189,7 @@ def test_a_stall_is_evaluations_without_improvement():
 
 def test_monitor_settings_out_of_range_are_refused_and_never_change_the_hash(repo):
     for bad in ("monitor.spike_z=-1", "monitor.grad_factor=0.5", "monitor.on_spike=panic",
-                "monitor.window=2", "eval.train_sample=-1"):  # fmt: skip
+                "monitor.window=2", "monitor.window=6", "eval.train_sample=-1"):  # fmt: skip
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             cfg(repo, bad)
     watched = cfg(repo, "monitor.spike_z=4", "monitor.on_divergence=stop", "eval.train_sample=0")
@@ -226,6 +268,15 @@ def test_a_failing_or_hanging_notify_command_never_stops_training(repo, monkeypa
         )
 
 
+def test_a_stall_set_to_stop_is_early_stopping_with_its_best_checkpoint(repo):
+    stop = ["monitor.stall_evals=2", "monitor.on_stall=stop", "eval.min_delta=10"]
+    result = train(cfg(repo, *stop), repo)  # nothing improves by 10 after the first evaluation
+    assert (result.outcome, result.steps) == ("early_stopped", 15)
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["xp.monitor.stopped"].startswith("stall at step 15")
+    assert "test/f1" in run.data.metrics and "xp.failure" not in run.data.tags
+
+
 def test_a_notify_command_that_cannot_run_is_refused_before_any_run(repo):
     with pytest.raises(XpError, match="monitor.notify: command 'no-such-notifier' not found"):
         train(cfg(repo, "monitor.notify=no-such-notifier --to ops"), repo)
@@ -242,7 +293,7 @@ def test_the_report_and_note_say_how_many_seeds_overfit():
     summary = {"diagnosis": diagnosis.over_seeds([Seed(1, "onset", 0.0), Seed(2, "none", 2.0)])}
     lines = diagnosis.sentences(summary)
     assert lines[0].startswith("overfitting: 1 of 2 seeds overfit (0 severely; median onset")
-    assert lines[1] == "monitor: 2 events (spike 2) in seeds 2 of 2"
+    assert lines[1] == "monitor: 2 events (spike 2) in 1 of 2 seeds (seed 2)"
 
 
 # -- where a person looks -------------------------------------------------------------------------
@@ -283,3 +334,50 @@ def test_xp_diagnose_says_what_an_old_run_lacks_and_refuses_other_ids(repo, monk
     bad = run(["xp", "diagnose", "0" * 32], repo, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("error: unknown run id")
+
+
+# -- forgetting -----------------------------------------------------------------------------------
+def test_linear_cka_is_one_for_the_same_features_up_to_rotation_and_scale():
+    from scipy.stats import ortho_group
+
+    from xp.train.retention import linear_cka
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16))
+    rotated = 3.0 * x @ ortho_group.rvs(16, random_state=1)
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, rotated) == pytest.approx(1.0)
+    assert linear_cka(x, rng.normal(size=(200, 16))) < 0.2
+    assert 0.3 < linear_cka(x, x + rng.normal(size=(200, 16))) < 0.9
+
+
+def test_digits_records_what_fine_tuning_cost_the_backbone(repo):
+    full = train(cfg(repo, "optim.lr=0.003"), repo)
+    frozen = train(cfg(repo, "train.freeze_layers=3"), repo)
+    got = {r.run_id: mlflow.get_run(r.run_id).data.metrics for r in (full, frozen)}
+    for r in (full, frozen):
+        m = got[r.run_id]
+        assert m["retention/accuracy_before"] > 0.95  # the backbone knew digits 0-4
+        assert m["retention/drop"] == pytest.approx(m["retention/accuracy_before"]
+                                                    - m["retention/accuracy"])  # fmt: skip
+        points = mlflow.MlflowClient().get_metric_history(r.run_id, "retention/accuracy")
+        assert [p.step for p in points] == [0, r.steps]  # before, and at the kept checkpoint
+    # a frozen backbone forgets nothing and does not move; a full fine-tune at 3x the LR does
+    kept, moved = got[frozen.run_id], got[full.run_id]
+    assert kept["retention/drop"] == 0 and kept["retention/cka"] == pytest.approx(1)
+    assert moved["retention/drop"] > 0.02 and moved["retention/cka"] < 0.99
+    run = mlflow.get_run(full.run_id)
+    assert run.data.tags["xp.data.retention.md5"]  # the old task's data is versioned too
+
+
+def test_a_retention_set_the_old_head_cannot_predict_is_refused_before_any_run(repo, tiny_bert):
+    with np.load(repo / "data/digits/pretrain.npz") as z:
+        X, y = z["X"], z["y"] + 3  # digits 3..7: the old head knows 0..4
+    np.savez(repo / "data/digits/shifted.npz", X=X, y=y)
+    with pytest.raises(XpError, match=r"labels 3 to 7 cannot be the checkpoint's own task"):
+        train(cfg(repo, "eval.retention=data/digits/shifted.npz"), repo)
+    text = load_config("vader", [f"model.name={tiny_bert}", "eval.retention=data/vader/test.csv",
+                                 "train.max_steps=2"], repo / "projects")  # fmt: skip
+    with pytest.raises(XpError, match="has no task of its own that xp can measure"):
+        train(text, repo)  # a transformer's checkpoint without a head of its own
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []

@@ -15,7 +15,10 @@ from xp import XpError
 from xp.diagnose import diagnosis, overfitting
 from xp.diagnose.monitor import KINDS
 
-MISSING = "not recorded (the run is older than this part of xp's record)"
+MISSING = (
+    "not recorded (a run older than this part of xp's record, or a script project's run, "
+    "which reports only what its script logs)"
+)
 
 
 def _audit_line(tags: dict[str, str]) -> str:
@@ -43,6 +46,8 @@ def _overfitting_line(found: dict[str, Any]) -> str:
 def _monitor_line(tags: dict[str, str], metrics: dict[str, float]) -> str:
     if "xp.monitor.events" not in tags and not any(k.startswith("monitor/") for k in metrics):
         return MISSING
+    if tags.get("xp.monitor.events") == "off":
+        return "off (monitor.enabled=false)"
     counts = {k: int(metrics.get(f"monitor/{k}", 0)) for k in KINDS}
     total = sum(counts.values())
     if not total:

@@ -23,7 +23,7 @@ from xp.record.workspace import Workspace
 from xp.train import fingerprint
 
 SUCCESS = ("ok", "early_stopped")
-SUMMARY_PREFIXES = ("test/", "best/val/")
+SUMMARY_PREFIXES = ("test/", "best/val/", "retention/")
 
 
 class RepeatError(XpError):

@@ -70,8 +70,13 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     # -- the diagnosis
     ("a monitor threshold out of range", "train digits monitor.spike_z=-1", 2, "spike_z", {}),
     ("an unknown monitor action", "train digits monitor.on_spike=panic", 2, "'warn' or 'stop'", {}),
-    ("a notify command that does not exist", "train digits monitor.notify=no-such-notifier", 2,
-     "command 'no-such-notifier' not found", {}),
+    (
+        "a notify command that does not exist",
+        "train digits monitor.notify=no-such-notifier",
+        2,
+        "command 'no-such-notifier' not found",
+        {},
+    ),
     ("a negative training sample", "train digits eval.train_sample=-5", 2, "train_sample", {}),
     ("diagnose an unknown run", "diagnose 0123abc", 2, "unknown run id '0123abc'", {}),
     ("diagnose in another format", "diagnose {finished} --format xml", 2, "use text or json", {}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from xp import XpError
 
@@ -57,6 +57,15 @@ class MonitorConfig(_Section):
     on_stall: Action = "warn"
     notify: str | None = None  # a command that reads each event as JSON on stdin
     notify_timeout: float = Field(10.0, gt=0, le=600)  # seconds a notify command may take
+
+    @model_validator(mode="after")
+    def _history_fits_the_window(self) -> MonitorConfig:
+        if self.min_history > self.window:
+            raise ValueError(
+                f"monitor.min_history={self.min_history} is more than monitor.window="
+                f"{self.window} holds: the spike and gradient rules would never judge"
+            )
+        return self
 
 
 SPLITS = ("train", "validation", "test")

@@ -309,7 +309,7 @@ def flatten(config: ProjectConfig) -> dict[str, str]:
 # how a run is executed and watched, not what it trains: left out of the hash and the differences
 EXECUTION_KEYS = {
     "train": ("threads", "device", "checkpoint_every", "numerics"),
-    "eval": ("train_sample",),
+    "eval": ("train_sample", "retention"),
     "monitor": tuple(MonitorConfig.model_fields),
 }
 

@@ -83,6 +83,8 @@ class EvalConfig(_Section):
     # a fixed sample of the training set evaluated like validation (the overfitting diagnosis):
     # its size; None = the validation set's, so both are measured as precisely; 0 = off
     train_sample: int | None = Field(None, ge=0)
+    # the pre-trained model's own task (a split file its head was trained for): forgetting
+    retention: str | None = None
 
 
 class Config(_Section):

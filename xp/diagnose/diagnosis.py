@@ -26,13 +26,17 @@ def over_seeds(runs: list[Any]) -> dict[str, Any]:
 def monitor_sentence(view: dict[str, Any]) -> str:
     """`monitor: 0 events over 5 seeds` or `monitor: 2 events (spike 1, grad 1) in seeds 3`."""
     if not view.get("seeds"):
-        return "monitor: no seed recorded its events (recorded before xp monitored runs)"
+        return (
+            "monitor: no seed recorded events (runs older than xp's monitor, script "
+            "projects' runs, or monitor.enabled=false)"
+        )
     total = sum(view["events"].values())
     if not total:
         return f"monitor: no event over {view['seeds']} seeds"
     kinds = ", ".join(f"{k} {n}" for k, n in view["events"].items() if n)
-    seeds = ", ".join(map(str, view["seeds_with_events"]))
-    return f"monitor: {total} events ({kinds}) in seeds {seeds} of {view['seeds']}"
+    which = view["seeds_with_events"]
+    seeds = f"seed{'s' if len(which) > 1 else ''} {', '.join(map(str, which))}"
+    return f"monitor: {total} events ({kinds}) in {len(which)} of {view['seeds']} seeds ({seeds})"
 
 
 def sentences(summary: dict[str, Any]) -> list[str]:

@@ -44,7 +44,9 @@ class Event:
     message: str
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """As strict JSON: a value that is not finite (a NaN loss) is null."""
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in asdict(self).items()}  # fmt: skip
 
 
 def _median(values: Iterable[float]) -> float:
@@ -86,8 +88,9 @@ class Monitor:
         self.active[kind] = firing
         return [event] if firing and not was and event is not None else []
 
-    def on_step(self, step: int, loss: float, grad_norm: float) -> list[Event]:
-        """The events of one optimizer step."""
+    def on_step(self, step: int, loss: float, grad_norm: float | None) -> list[Event]:
+        """The events of one optimizer step (`grad_norm` None: a step the optimizer skipped, as
+        a GradScaler does on an fp16 overflow: no gradient to judge)."""
         s = self.settings
         out: list[Event] = []
         if not math.isfinite(loss):
@@ -97,10 +100,11 @@ class Monitor:
             return out
         if len(self.losses) >= s.min_history:
             out += self._spike(step, loss)
-        if len(self.grads) >= s.min_history or not math.isfinite(grad_norm):
+        if grad_norm is not None and (len(self.grads) >= s.min_history
+                                      or not math.isfinite(grad_norm)):  # fmt: skip
             out += self._grad(step, grad_norm)
         self.losses.append(loss)
-        if math.isfinite(grad_norm):
+        if grad_norm is not None and math.isfinite(grad_norm):
             self.grads.append(grad_norm)
         if step > self.warmup_steps and self.reference is None:
             self.after_warmup.append(loss)

@@ -161,7 +161,10 @@ def over_seeds(diagnoses: list[dict[str, Any]]) -> dict[str, Any]:
 def sentence(view: dict[str, Any]) -> str:
     """One line for a report: `2 of 5 seeds overfit (median onset step 60); ...`."""
     if not view.get("seeds"):
-        return "no seed has an overfitting diagnosis (recorded before xp diagnosed runs)"
+        return (
+            "no seed has an overfitting diagnosis (runs older than xp's diagnosis, script "
+            "projects' runs, or eval.train_sample=0)"
+        )
     text = f"{view['overfit']} of {view['seeds']} seeds overfit"
     if view["overfit"]:
         text += f" ({view['severe']} severely; median onset at step {view['median_onset_step']:g})"

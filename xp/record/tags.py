@@ -27,7 +27,8 @@ from xp.config import (
 from xp.record import numerics
 from xp.record.workspace import Workspace
 
-CONTEXTS = {"train": "train", "validation": "validation", "test": "test"}
+# (the retention set is evaluated, never trained on: a test of the pre-trained model's own task)
+CONTEXTS = {"train": "train", "validation": "validation", "test": "test", "retention": "test"}
 
 
 @dataclass
@@ -46,6 +47,8 @@ def data_inputs(config: ProjectConfig, model_source: tuple[str, str]) -> dict[st
     if isinstance(config, ScriptConfig):
         return data_paths(config)
     paths = dict(split_paths(config.data))
+    if config.eval.retention:  # the pre-trained model's own task (forgetting)
+        paths["retention"] = config.eval.retention
     kind, _ = model_source
     if kind == "path":
         paths["backbone"] = config.model.name

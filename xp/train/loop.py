@@ -30,7 +30,7 @@ from xp.record import numerics, supervise
 from xp.record import tags as record
 from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
-from xp.train import checkpoint, fingerprint
+from xp.train import checkpoint, fingerprint, retention
 from xp.train.data import load_splits, take, to_tensors
 from xp.train.data_audit import audit_splits, record_audit
 from xp.train.devices import device_label, pick_device
@@ -170,6 +170,7 @@ def train(
     if said:
         events("warning", {"message": said})
     feats = {n: to_tensors(s, tokenizer, config.data.max_length) for n, s in splits.items()}
+    kept = retention.prepare(config, root, model, tokenizer, feats["validation"], device)
     with torch.random.fork_rng(devices=[]):  # the generator dropout will draw from, untouched
         torch.manual_seed(seeds["dropout"])
         dropout_print = fingerprint.of_rng()
@@ -197,10 +198,11 @@ def train(
             record.write(tracker, config, seeds, prov)
             tracker.set_tags(prints)
             record_audit(tracker, audited, not_audited)
+        retention.record_before(tracker, kept)
         events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
         supervise.fault_point("setup")
         return _fit(config, workspace, model, tokenizer, feats, splits, seeds, device, tracker,
-                    saved, events, should_stop)  # fmt: skip
+                    saved, events, should_stop, kept)  # fmt: skip
 
 
 def _fit(
@@ -216,6 +218,7 @@ def _fit(
     saved: dict[str, Any] | None,
     events: Events,
     should_stop: StopHook | None,
+    kept: retention.Retention,
 ) -> Result:
     t, ev = config.train, config.eval
     work = workspace.run_dir(tracker.run_id) / "checkpoints"
@@ -259,7 +262,7 @@ def _fit(
     fault = lr_fault()
 
     def snapshot(directory: Path) -> None:
-        state["monitor"] = watch.monitor.state_dict()
+        state["monitor"] = watch.state_dict()
         checkpoint.save(directory, model, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng_state(), "position": dict(state),
@@ -340,7 +343,9 @@ def _fit(
                 )
                 events("step", {"step": step, "total": total, "loss": loss_value})
                 supervise.fault_point("step", step)
-                alarm = watch.step(step, loss_value, float(grad_norm))
+                norm = float(grad_norm)  # (an fp16 overflow the scaler skipped: nothing to judge)
+                skipped = scaler.is_enabled() and not math.isfinite(norm)
+                alarm = watch.step(step, loss_value, None if skipped else norm)
 
                 end_of_epoch = state["next_batch"] == 0
                 due = step % ev.every == 0 if ev.every else end_of_epoch
@@ -371,9 +376,13 @@ def _fit(
                         outcome = state["outcome"] = "pruned"
                         message = f"pruned by the search's pruner at step {step}"
                         break
-                if alarm is not None:  # a monitor rule set to `stop`: the rest of the compute saved
-                    outcome = state["outcome"] = "failed"
-                    message = f"stopped by the monitor: {alarm.message}"
+                if alarm is not None and step < total:  # a rule set to `stop`: the rest saved
+                    tracker.set_tags({"xp.monitor.stopped": alarm.message})
+                    if alarm.kind == "stall":  # early stopping by another name: a good model
+                        outcome = state["outcome"] = "early_stopped"
+                    else:
+                        outcome = state["outcome"] = "failed"
+                        message = f"stopped by the monitor: {alarm.message}"
                     break
                 if t.checkpoint_every and step % t.checkpoint_every == 0:
                     save_resume_point()
@@ -388,6 +397,7 @@ def _fit(
 
     if stop.signal is not None and outcome == "ok" and state["step"] < total:
         # killed: keep everything needed to resume, mark the run KILLED
+        watch.close()
         tracker.log_artifacts(last_dir, "checkpoints/last")
         if checkpoint.exists(best_dir):
             tracker.log_artifacts(best_dir, "checkpoints/best")
@@ -401,7 +411,7 @@ def _fit(
     record_diagnosis(tracker, config, state, per_epoch,
                      0 if sample is None else len(sample["labels"]))  # fmt: skip
     result = _finish(config, model, tokenizer, feats, splits, device, tracker, state, outcome,
-                     message, best_dir, last_dir)  # fmt: skip
+                     message, best_dir, last_dir, kept)  # fmt: skip
     result.fit_seconds = fit_seconds
     return result
 
@@ -419,8 +429,10 @@ def _finish(
     message: str,
     best_dir: Path,
     last_dir: Path,
+    kept: retention.Retention,
 ) -> Result:
-    """Test the best checkpoint, compare with the trivial baseline, log the model, close."""
+    """Test the best checkpoint, compare with the trivial baseline, measure forgetting, log the
+    model, close."""
     tracker.log_artifacts(last_dir, "checkpoints/last")
     if outcome == "failed":  # diverged: no model worth testing
         tracker.set_tags({"xp.outcome": "failed", "xp.failure": message})
@@ -446,6 +458,7 @@ def _finish(
     final.update({f"best/val/{k}": v for k, v in state["best_val"].items()})
     final.update({f"baseline/test/{k}": v for k, v in baseline.items()})
     tracker.log_metrics(final, state["step"])
+    retention.record_after(tracker, kept, model, device, config.eval.batch_size, state["step"])
     tracker.flush()  # the final metrics are recorded before the slow part, the model
     primary = metric if metric in baseline else metrics_for(config.task)[-1]
     if not _improved(test[primary], baseline[primary], primary, 0.0):

@@ -119,23 +119,34 @@ class Watch:
         state: dict | None = None,
     ):
         self.settings, self.tracker, self.say = settings, tracker, say
-        self.monitor = Monitor(settings, warmup_steps, state)
+        self.monitor = Monitor(settings, warmup_steps, (state or {}).get("rules"))
         self.journal = run_dir / "monitor" / "events.jsonl"
-        self.events: list[dict[str, Any]] = []
-        if self.journal.exists():  # a resumed run: what it raised before is kept, not re-raised
-            for line in self.journal.read_text().splitlines():
-                if line.strip():
-                    try:
-                        self.events.append(json.loads(line))
-                    except json.JSONDecodeError:  # (a line cut by a kill: its event replays)
-                        pass
+        # a resumed run: what it raised before is kept, not raised again. The checkpoint holds
+        # the events up to it (a run resumed on another machine, from the checkpoint it logged,
+        # has no journal); the journal, where it is, those since.
+        self.events: list[dict[str, Any]] = list((state or {}).get("events", []))
         self.seen = {(e["kind"], e["step"]) for e in self.events}
+        if self.journal.exists():
+            for line in self.journal.read_text().splitlines():
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError:  # (a line cut by a kill: its event replays)
+                    continue
+                if (event["kind"], event["step"]) not in self.seen:
+                    self.events.append(event)
+                    self.seen.add((event["kind"], event["step"]))
+        self.events.sort(key=lambda e: e["step"])
         argv = check_notify(settings)
         self.notifier = _Notifier(argv, settings.notify_timeout) if argv else None
         self.notify_said = False
 
-    def step(self, step: int, loss: float, grad_norm: float) -> Event | None:
-        """Watch one optimizer step; returns the event that stops the run, if one does."""
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the rules' state and the events so far."""
+        return {"rules": self.monitor.state_dict(), "events": list(self.events)}
+
+    def step(self, step: int, loss: float, grad_norm: float | None) -> Event | None:
+        """Watch one optimizer step (`grad_norm` None: the step was skipped, as a GradScaler
+        skips an overflow); returns the event that stops the run, if one does."""
         if not self.settings.enabled:
             return None
         return self._handle(self.monitor.on_step(step, loss, grad_norm))
@@ -158,7 +169,7 @@ class Watch:
 
     def _raise(self, event: Event) -> None:
         """Journal the event first, then say it and send it on."""
-        payload = {**event.to_json(), "run_id": self.tracker.run_id}
+        payload = {**event.to_json(), "run_id": self.tracker.run_id}  # (NaN, inf: null)
         self.journal.parent.mkdir(parents=True, exist_ok=True)
         with open(self.journal, "a") as f:
             f.write(json.dumps(payload) + "\n")
@@ -189,13 +200,20 @@ class Watch:
     def counts(self) -> dict[str, int]:
         return {kind: sum(e["kind"] == kind for e in self.events) for kind in KINDS}
 
-    def finish(self, step: int) -> None:
-        """Every kind's count at the last step, the journal as `monitor/events.json`."""
-        if not self.settings.enabled:
-            return
+    def close(self) -> None:
+        """Wait for the notifications queued so far (each bounded): a run killed by a signal
+        sends what it raised before it goes."""
         if self.notifier is not None:
             self.notifier.close()
             self._say_notify_failure()
+            self.notifier = None
+
+    def finish(self, step: int) -> None:
+        """Every kind's count at the last step, the journal as `monitor/events.json`."""
+        if not self.settings.enabled:
+            self.tracker.set_tags({"xp.monitor.events": "off"})
+            return
+        self.close()
         counts = self.counts()
         self.tracker.log_metrics({f"monitor/{k}": float(v) for k, v in counts.items()}, step)
         self.tracker.set_tags({"xp.monitor.events": str(sum(counts.values()))})
