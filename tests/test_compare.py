@@ -1,5 +1,6 @@
 """Ranking with uncertainty, on constructed groups with known answers."""
 
+import io
 import json
 from types import SimpleNamespace
 
@@ -127,7 +128,43 @@ def test_a_group_trained_on_leaking_splits_is_marked():
         r.data.tags["xp.audit.leakage"] = "0"
     result = rank_groups(leaky + clean, "test/f1")
     assert {g["config_hash"]: g["leakage"] for g in result["groups"]} == {"L": 0.02, "C": 0.0}
-    assert ("configuration L: trained on splits where 2.0% of the test inputs are also in train "
-            "(data audit): its score is not a test score") in result["warnings"]  # fmt: skip
-    assert not any("configuration C" in w for w in result["warnings"])
+    assert ("configuration lr=1e-3: trained on splits where 2.0% of the test inputs are also in "
+            "train (data audit): its score is not a test score") in result["warnings"]  # fmt: skip
+    assert not any("configuration lr=1e-2" in w for w in result["warnings"])
     assert rank_groups(_runs("U", A, "1e-3"), "test/f1")["groups"][0]["leakage"] is None
+
+
+def test_groups_are_named_by_what_differs_and_no_number_is_cut_in_100_columns(monkeypatch):
+    """A 100-column terminal: every interval, p-value and name whole; --wide has every column."""
+    from rich.console import Console
+
+    from xp.cli import terminal
+    from xp.compare import table_rows
+
+    long = _runs("A", A, "1e-3") + _runs("B", B, "3e-4") + _runs("C", C, "1e-2")
+    for r in long:  # the names runs carry: project, what differs from config.yaml, the seed
+        name = f"digits optim.layer_decay=0.7 lr={r.data.params['optim.lr']} weight_decay=0.05"
+        r.info.run_name = f"{name} s{r.data.params['seed']}"
+    result = rank_groups(long, "test/f1")
+    assert {g["label"] for g in result["groups"]} == {
+        f"digits optim.layer_decay=0.7 lr={lr} weight_decay=0.05" for lr in ("1e-3", "3e-4", "1e-2")
+    }
+    for wide in (False, True):
+        drawn = io.StringIO()
+        monkeypatch.setattr(terminal, "out", Console(width=100, file=drawn))
+        rows = table_rows(result, wide)
+        terminal.print_ranking(result, rows)
+        text = drawn.getvalue()
+        assert "…" not in text
+        numbers = [c for r in rows[1:] for c in r if c and c[0] in "[0123456789"]
+        assert all(n in text for n in numbers), [n for n in numbers if n not in text]
+        assert (len(rows[0]) > 10) == wide
+    assert max(len(line) for line in text.splitlines()) > 100  # wide: drawn whole, not cut
+
+
+def test_two_configurations_of_one_name_are_told_apart_by_hash():
+    a, b = _runs("A" * 16, A, "1e-3"), _runs("B" * 16, C, "1e-3")
+    for r in a + b:
+        r.info.run_name = f"digits s{r.data.params['seed']}"  # config.yaml changed in between
+    names = {g["label"] for g in rank_groups(a + b, "test/f1")["groups"]}
+    assert names == {"digits (AAAAAAAA)", "digits (BBBBBBBB)"}

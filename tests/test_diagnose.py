@@ -381,3 +381,17 @@ def test_a_retention_set_the_old_head_cannot_predict_is_refused_before_any_run(r
     with pytest.raises(XpError, match="has no task of its own that xp can measure"):
         train(text, repo)  # a transformer's checkpoint without a head of its own
     assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
+
+
+def test_the_forgetting_line_reads_a_summary_with_one_seed():
+    """A summary's JSON turns one seed's NaN interval into null: the line still reads."""
+    one = {"n": 1, "mean": 0.1043, "ci95_low": None, "ci95_high": None}
+    stats = {"retention/drop": {"successful": one},
+             "retention/accuracy": {"successful": {"n": 1, "mean": 0.869}},
+             "retention/accuracy_before": {"successful": {"n": 1, "mean": 0.9734}},
+             "retention/cka": {"successful": {"n": 1, "mean": 0.862}}}  # fmt: skip
+    assert diagnosis.forgetting_sentence(stats) == (
+        "forgetting: the pre-trained task's accuracy 0.9734 -> 0.8690 (drop 0.1043, 95% CI [n/a, "
+        "n/a]); the backbone's features at CKA 0.862 with the pre-trained ones (1: unmoved)"
+    )
+    assert diagnosis.forgetting_sentence({}) is None

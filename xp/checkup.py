@@ -1,10 +1,11 @@
 """`xp diagnose <run id>`: why a run or a repeat is good or bad, from the tracking store alone.
 
-For a training run: its outcome, the data audit, the overfitting diagnosis and the monitor's
-events, each read from what the run recorded (`xp.audit.*`, `xp.diagnosis.*`, `xp.monitor.*`
-tags, `monitor/<kind>` metrics). For a repeat: the same over its seeds (how many overfit, the
-patience that would have stopped them, the events per seed). A run recorded before xp diagnosed
-runs has none of it: the checkup says what is missing and never makes it up.
+For a training run: its outcome, the data audit, the overfitting diagnosis, the monitor's events
+and forgetting, each read from what the run recorded (`xp.audit.*`, `xp.diagnosis.*`,
+`xp.monitor.*` tags, `monitor/<kind>` and `retention/*` metrics). For a repeat: the same over
+its seeds (how many overfit, the patience that would have stopped them, the events per seed,
+forgetting with its interval). A run recorded before xp diagnosed runs has none of it: the
+checkup says what is missing and never makes it up.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ def _monitor_line(tags: dict[str, str], metrics: dict[str, float]) -> str:
     return f"{total} events ({kinds}); the first: {tags.get('xp.monitor.first', '?')}"
 
 
+def _forgetting_line(metrics: dict[str, float]) -> str:
+    parts = []
+    if "retention/accuracy_before" in metrics and "retention/accuracy" in metrics:
+        parts.append(f"the pre-trained task's accuracy {metrics['retention/accuracy_before']:.4f} "
+                     f"-> {metrics['retention/accuracy']:.4f} (drop "
+                     f"{metrics.get('retention/drop', float('nan')):.4f})")  # fmt: skip
+    if "retention/cka" in metrics:
+        parts.append(f"the backbone's features at CKA {metrics['retention/cka']:.3f} with the "
+                     "pre-trained ones (1: unmoved)")  # fmt: skip
+    return "; ".join(parts) or MISSING
+
+
 def run_checkup(run: Any) -> dict[str, Any]:
     """The checkup of one training run."""
     tags, metrics = run.data.tags, run.data.metrics
@@ -65,19 +78,21 @@ def run_checkup(run: Any) -> dict[str, Any]:
     return {"run_id": run.info.run_id, "kind": "train",
             "lines": [("outcome", outcome), ("data audit", _audit_line(tags)),
                       ("overfitting", _overfitting_line(overfitting.from_tags(tags))),
-                      ("monitor", _monitor_line(tags, metrics))]}  # fmt: skip
+                      ("monitor", _monitor_line(tags, metrics)),
+                      ("forgetting", _forgetting_line(metrics))]}  # fmt: skip
 
 
 def repeat_checkup(parent: Any) -> dict[str, Any]:
     """The checkup of a repeat: over its seeds, then each seed in one line."""
-    from xp.repeat import recorded_seed_runs
+    from xp.repeat import recorded_seed_runs, summarize
 
     runs, children = recorded_seed_runs(parent)
-    found = diagnosis.over_seeds(runs)
+    summary = summarize(runs, parent.data.tags.get("xp.metric", "test/f1"))
+    found = summary["diagnosis"]
     first = next((children[r.run_id] for r in runs if r.run_id in children), None)
     lines = [("seeds", f"{len(runs)} ({sum(r.succeeded for r in runs)} succeeded)"),
              ("data audit", _audit_line(first.data.tags) if first else MISSING)]  # fmt: skip
-    for line in diagnosis.sentences({"diagnosis": found}):
+    for line in diagnosis.sentences(summary):
         head, _, rest = line.partition(": ")
         lines.append((head, rest))
     for r in runs:

@@ -8,13 +8,17 @@ different data are ranked separately, never against each other.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from typing import Any
 
 from xp import XpError, stats
-from xp.config import higher_is_better
+from xp.config import EXECUTION_KEYS, higher_is_better
 
 SUCCESS = ("ok", "early_stopped")
+SEED_SUFFIX = re.compile(r" s\d+$")  # a training run's name ends with its seed
+# how a run was executed or watched, not what it trained: never what tells configurations apart
+EXECUTION = {f"{section}.{key}" for section, keys in EXECUTION_KEYS.items() for key in keys}
 
 
 class CompareError(XpError):
@@ -72,12 +76,48 @@ def differing_params(groups: dict[Any, list[Any]]) -> dict[Any, dict[str, str]]:
     out = {}
     for project, members in by_project.items():
         keys = set().union(*(p.keys() for p in members.values()))
-        keys = {k for k in keys if k != "seed" and not k.startswith("seed.")}
+        keys = {k for k in keys if k != "seed" and not k.startswith("seed.") and k not in EXECUTION}
         differ = sorted(k for k in keys if len({p.get(k) for p in members.values()}) > 1)
         for key, params in members.items():
             cell = {"project": project or ""} if len(by_project) > 1 else {}
             out[key] = {**cell, **{k: params.get(k, "") for k in differ}}
     return out
+
+
+def label(runs: list[Any], params: dict[str, str], fallback: str) -> str:
+    """A group's readable name: its runs' own name without the seed (`digits layer_decay=0.7`:
+    the project and what differs from its config.yaml), else what differs between the groups as
+    `key=value`, each key cut to its last part where that is unambiguous."""
+    own = [getattr(r.info, "run_name", None) or r.data.tags.get("mlflow.runName", "") for r in runs]
+    names = Counter(SEED_SUFFIX.sub("", name) for name in own)
+    names.pop("", None)
+    if names:
+        return names.most_common(1)[0][0]
+    last = [k.rsplit(".", 1)[-1] for k in params]
+    words = [f"{k if last.count(s) > 1 or k == 'project' else s}={v}"
+             for (k, v), s in zip(params.items(), last, strict=True)]  # fmt: skip
+    words = [w.removeprefix("project=") for w in words]
+    return " ".join(words) or fallback
+
+
+def _diagnosis(runs: list[Any]) -> dict[str, Any]:
+    """What the group's runs say of themselves: seeds that overfit (of those diagnosed), monitor
+    events, forgetting (means over the runs that measured it)."""
+    diagnosed = [r.data.tags.get("xp.diagnosis.overfitting") for r in runs]
+    known = [d for d in diagnosed if d and not d.startswith("unknown")]
+    events = [sum(v for k, v in r.data.metrics.items() if k.startswith("monitor/")) for r in runs
+              if any(k.startswith("monitor/") for k in r.data.metrics)]  # fmt: skip
+
+    def mean(key: str) -> float | None:
+        found = [_value(r, key) for r in runs]
+        found = [v for v in found if v is not None]
+        return sum(found) / len(found) if found else None
+
+    return {"overfit_seeds": sum(d != "none" for d in known) if known else None,
+            "diagnosed_seeds": len(known),
+            "monitor_events": int(sum(events)) if events else None,
+            "retention_drop": mean("retention/drop"),
+            "retention_cka": mean("retention/cka")}  # fmt: skip
 
 
 def _rank_partition(groups: list[dict[str, Any]], better_high: bool, alpha: float) -> None:
@@ -153,8 +193,13 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
             "ci95_low": low, "ci95_high": high, "p_value_vs_top": None, "tied_with_top": False,
             "prob_better_than_top": None, "params": params[key], "failed": failed.get(key, 0),
             "no_uncertainty": len(values) < 2, "run_ids": [r.info.run_id for r in members],
-            "leakage": _leakage(members), "_values": values,
+            "leakage": _leakage(members), "label": label(members, params[key], key[0][:8]),
+            **_diagnosis(members), "_values": values,
         })  # fmt: skip
+    named = Counter(g["label"] for g in groups)  # (two configs of one name: config.yaml changed)
+    for g in groups:
+        if named[g["label"]] > 1:
+            g["label"] += f" ({g['config_hash'][:8]})"
     partitions = sorted({g["test_md5"] for g in groups})
     warnings = []
     if len(partitions) > 1:
@@ -172,7 +217,7 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
     for g in groups:
         if g["leakage"]:
             warnings.append(
-                f"configuration {g['config_hash']}: trained on splits where {g['leakage']:.1%} of "
+                f"configuration {g['label']}: trained on splits where {g['leakage']:.1%} of "
                 "the test inputs are also in train (data audit): its score is not a test score"
             )
     for key, n in failed.items():  # configurations whose every run failed still show up
@@ -190,8 +235,9 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
 
 
 JSON_FIELDS = (
-    "rank", "config_hash", "n", "mean", "std", "ci95_low", "ci95_high",
+    "rank", "label", "config_hash", "n", "mean", "std", "ci95_low", "ci95_high",
     "p_value_vs_top", "tied_with_top", "prob_better_than_top", "params", "failed", "leakage",
+    "overfit_seeds", "diagnosed_seeds", "monitor_events", "retention_drop", "retention_cka",
 )  # fmt: skip
 
 
@@ -215,20 +261,35 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def table_rows(result: dict[str, Any]) -> list[list[str]]:
-    """Header + one row per group (shared by the terminal table, markdown and csv)."""
-    head = ["rank", "config_hash", "n", "mean", "std", "95% CI", "p vs top (Holm)", "tied",
-            "P(better than top)", "failed", "differs"]  # fmt: skip
+NARROW = ("rank", "configuration", "n", "mean", "95% CI", "p vs top (Holm)", "tied")
+
+
+def table_rows(result: dict[str, Any], wide: bool = True) -> list[list[str]]:
+    """Header + one row per group (the terminal table, markdown and csv). Narrow (the terminal's
+    default): the group's name, its mean and interval and how it ranks; wide adds the spread,
+    the failures, the hash, and what the runs say of themselves (leakage, overfitting, monitor
+    events, forgetting)."""
+    head = ["rank", "configuration", "n", "mean", "std", "95% CI", "p vs top (Holm)", "tied",
+            "P(better than top)", "failed", "leakage", "overfit seeds", "monitor events",
+            "retention drop", "CKA", "config_hash"]  # fmt: skip
     rows = [head]
     for g in result["groups"]:
         ci = "" if g["ci95_low"] is None else f"[{_cell(g['ci95_low'])}, {_cell(g['ci95_high'])}]"
-        rank = "no uncertainty" if g["no_uncertainty"] else _cell(g["rank"])
+        rank = "unranked" if g["no_uncertainty"] else _cell(g["rank"])
+        overfit = g.get("overfit_seeds")
         rows.append([
-            rank, g["config_hash"], str(g["n"]), _cell(g["mean"]), _cell(g["std"]), ci,
-            _cell(g["p_value_vs_top"]), _cell(g["tied_with_top"]),
-            _cell(g["prob_better_than_top"]), str(g["failed"]), _cell(g["params"]),
+            rank, g.get("label") or g["config_hash"], str(g["n"]), _cell(g["mean"]),
+            _cell(g["std"]), ci, _cell(g["p_value_vs_top"]), _cell(g["tied_with_top"]),
+            _cell(g["prob_better_than_top"]), str(g["failed"]),
+            "" if g.get("leakage") is None else f"{g['leakage']:.1%}",
+            "" if overfit is None else f"{overfit} of {g['diagnosed_seeds']}",
+            _cell(g.get("monitor_events")), _cell(g.get("retention_drop")),
+            _cell(g.get("retention_cka")), g["config_hash"],
         ])  # fmt: skip
-    return rows
+    if wide:
+        return rows
+    keep = [head.index(c) for c in NARROW]
+    return [[r[i] for i in keep] for r in rows]
 
 
 def render(result: dict[str, Any], fmt: str) -> str:
@@ -298,7 +359,7 @@ def forest_plot(result: dict[str, Any], out: str) -> None:
         if g["ci95_low"] is not None:
             ax.plot([g["ci95_low"], g["ci95_high"]], [y, y], color=color, lw=2)
         ax.plot([g["mean"]], [y], "o", color=color)
-    labels = [f"{g['config_hash'][:8]} (n={g['n']})" for g in groups]
+    labels = [f"{g.get('label') or g['config_hash'][:8]} (n={g['n']})" for g in groups]
     ax.set_yticks(range(len(groups), 0, -1), labels)
     ax.set_xlabel(f"{result['metric']} (mean, 95% CI; blue: tied with the top)")
     fig.tight_layout()

@@ -328,8 +328,11 @@ def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun
 
     runs = seed_runs(track.children_of(parent_id), seeds)
     val_key = f"val/{metric.rsplit('/', 1)[-1]}"
+    sample_key = f"train_sample/{metric.rsplit('/', 1)[-1]}"  # (overfitting shows as a gap)
     histories = {
-        r.seed: track.metric_histories(r.run_id, [val_key, "train/loss"]) for r in runs if r.run_id
+        r.seed: track.metric_histories(r.run_id, [val_key, sample_key, "train/loss"])
+        for r in runs
+        if r.run_id
     }
     return runs, histories
 
@@ -457,7 +460,7 @@ def repeat(
         runs, histories = collect(parent, seeds, metric)
         summary = summarize(runs, metric, base, alpha, min_effect)
         summary["reused_seeds"] = sorted(set(seeds) - {j.seed for j in jobs})
-        title = f"{config.project} {tags['xp.config_hash']}: {metric} over seeds"
+        title = f"{tags['mlflow.runName']}: {metric} over seeds"  # (its readable name)
         summary["report_dir"] = str(record_summary(tracker, summary, histories, title, workspace))
         summary["parent_run_id"] = parent
         tracker.end("FINISHED")
@@ -488,7 +491,8 @@ def rebuild_report(parent_id: str, workspace: Workspace) -> dict[str, Any]:
     alpha, min_effect = float(tags.get("xp.alpha", 0.05)), float(tags.get("xp.min_effect", 0))
     runs, histories = collect(parent_id, seeds, metric)
     summary = summarize(runs, metric, base, alpha, min_effect)
-    title = f"{tags['xp.project']} {tags['xp.config_hash']}: {metric} over seeds"
+    name = tags.get("mlflow.runName") or f"{tags['xp.project']} {tags['xp.config_hash']}"
+    title = f"{name}: {metric} over seeds"
     tracker = track.MlflowTracker(parent_id)
     summary["report_dir"] = str(record_summary(tracker, summary, histories, title, workspace))
     tracker.flush()

@@ -45,13 +45,18 @@ def plot_learning_curves(histories: dict[int, dict[str, list]], val_key: str, ou
     """Validation metric and training loss of every seed on one chart."""
     plt = pyplot()
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for seed, hist in sorted(histories.items()):
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3.4))  # (fits an 880-pixel page)
+    sample_key = "train_sample/" + val_key.rsplit("/", 1)[-1]
+    for i, (seed, hist) in enumerate(sorted(histories.items())):
+        color = f"C{i % 10}"
         if hist.get(val_key):
-            ax1.plot(*zip(*hist[val_key]), marker=".", label=f"seed {seed}")
+            ax1.plot(*zip(*hist[val_key]), marker=".", color=color, label=f"seed {seed}")
+        if hist.get(sample_key):  # the training sample, measured alike: the gap is overfitting
+            ax1.plot(*zip(*hist[sample_key]), linestyle=":", color=color, alpha=0.8)
         if hist.get("train/loss"):
-            ax2.plot(*zip(*hist["train/loss"]), alpha=0.7, label=f"seed {seed}")
-    ax1.set(title=val_key, xlabel="step")
+            ax2.plot(*zip(*hist["train/loss"]), alpha=0.7, color=color, label=f"seed {seed}")
+    shown = any(h.get(sample_key) for h in histories.values())
+    ax1.set(title=f"{val_key}{' (dotted: training sample)' if shown else ''}", xlabel="step")
     ax2.set(title="train/loss", xlabel="step", yscale="log")
     ax1.legend(fontsize=8)
     fig.tight_layout()
@@ -273,6 +278,7 @@ def render_html(sections: Sections, title: str, images: dict[str, bytes]) -> str
     """Sections as one self-contained HTML file (plots embedded as base64 PNG)."""
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:960px;margin:2em auto}"
+             "img{max-width:100%;height:auto}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px}</style>",
              f"<h1>{html.escape(title)}</h1>"]  # fmt: skip
     for heading, body in sections:

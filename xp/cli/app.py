@@ -182,6 +182,12 @@ def compare(
     plot: str = typer.Option(None, "--plot", help="Write a forest plot (PNG) here."),
     alpha: float = typer.Option(0.05, "--alpha", min=0.0001, max=0.49),
     log: bool = typer.Option(False, "--log", help="Record the comparison as a run."),
+    wide: bool = typer.Option(
+        False,
+        "--wide",
+        help="Every column: spread, failures, leakage, overfitting, monitor "
+        "events, forgetting, config hash (markdown, csv and json always have them).",
+    ),
 ) -> None:
     """Rank configurations by their seeds, with intervals, ties and what differs."""
     from xp.compare import check_plot_path, fetch_runs, forest_plot, rank_groups, render, table_rows
@@ -214,7 +220,7 @@ def compare(
     if fmt != "table":
         print(render(result, fmt), end="")
     else:
-        print_ranking(result, table_rows(result))
+        print_ranking(result, table_rows(result, wide))
     if log:
         err.print(f"comparison recorded as run {run_id}", highlight=False)
 

@@ -102,8 +102,31 @@ def print_gates(gates: list) -> None:
 
 
 def print_ranking(result: dict, rows: list[list[str]]) -> None:
-    """`xp compare`'s table (header row first) and its warnings."""
-    print_table(f"{result['metric']} by configuration ({result['n_runs']} runs)", rows[0], rows[1:])
+    """`xp compare`'s table (header row first) and its warnings. No number is ever cut: only
+    the configuration's name folds onto more lines when the terminal is narrow."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['metric']} by configuration ({result['n_runs']} runs)")
+    needed = 1
+    for i, col in enumerate(rows[0]):
+        width = max(len(r[i]) for r in rows)
+        if col == "configuration":
+            table.add_column(col, overflow="fold")  # (only the name folds)
+            needed += min(width, 24) + 3
+        else:
+            table.add_column(col, no_wrap=True)
+            needed += width + 3
+    for row in rows[1:]:
+        table.add_row(*row)
+    # a table wider than the terminal (--wide) is drawn whole: the terminal wraps its lines,
+    # never a number cut to an ellipsis
+    if needed <= out.width:
+        out.print(table)
+        return
+    from rich.console import Console
+
+    Console(file=out.file, width=needed, no_color=out.no_color,
+            force_terminal=out.is_terminal).print(table, crop=False)  # fmt: skip
     for w in result["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
 

@@ -39,10 +39,40 @@ def monitor_sentence(view: dict[str, Any]) -> str:
     return f"monitor: {total} events ({kinds}) in {len(which)} of {view['seeds']} seeds ({seeds})"
 
 
+def _num(x: Any, digits: int = 4) -> str:
+    """A figure of a summary, whose JSON form turned NaN (one seed's interval) into null."""
+    return "n/a" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def forgetting_sentence(stats: dict[str, Any]) -> str | None:
+    """`forgetting: the pre-trained task's accuracy 0.9734 -> 0.8690 (drop 0.1043, 95% CI [...]);
+    the backbone's features at CKA 0.862 ...`, from a repeat's statistics; None where nothing was
+    measured."""
+
+    def over_seeds(key: str) -> dict[str, Any]:
+        d = stats.get(key, {}).get("successful", {})
+        return d if d.get("n") else {}
+
+    drop, cka, after = (over_seeds(f"retention/{k}") for k in ("drop", "cka", "accuracy"))
+    start = over_seeds("retention/accuracy_before")
+    parts = []
+    if drop and after:
+        parts.append(
+            f"the pre-trained task's accuracy {_num(start.get('mean'))} -> {_num(after['mean'])} "
+            f"(drop {_num(drop['mean'])}, 95% CI [{_num(drop.get('ci95_low'))}, "
+            f"{_num(drop.get('ci95_high'))}])"
+        )
+    if cka:
+        parts.append(f"the backbone's features at CKA {_num(cka['mean'], 3)} with the "
+                     "pre-trained ones (1: unmoved)")  # fmt: skip
+    return f"forgetting: {'; '.join(parts)}" if parts else None
+
+
 def sentences(summary: dict[str, Any]) -> list[str]:
     """The diagnosis lines of a repeat's report and MLflow description."""
     found = summary.get("diagnosis")
     if not found:
         return []
+    forgetting = forgetting_sentence(summary.get("stats", {}))
     return [f"overfitting: {overfitting.sentence(found['overfitting'])}",
-            monitor_sentence(found["monitor"])]  # fmt: skip
+            monitor_sentence(found["monitor"]), *([forgetting] if forgetting else [])]  # fmt: skip
