@@ -213,6 +213,16 @@ def test_a_run_records_its_training_sample_diagnosis_and_a_quiet_monitor(repo):
     record = json.loads((Path(local) / "overfitting.json").read_text())
     assert len(record["evaluations"]) == 6
     assert record["train_sample"] == 200  # as many as the validation set
+    local = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="errors"))
+    assert {p.name for p in local.iterdir()} == {"errors.json", "confusion.png", "wrong.png"}
+    found = json.loads((local / "errors.json").read_text())
+    assert (
+        found["n_wrong"]
+        == len(found["wrong_indices"])
+        == round(396 * (1 - result.test["accuracy"]))
+    )
+    assert len(found["wrong"][0]["input"]) == 8  # the image itself, 8 rows of 8 pixels
+    assert run.data.tags["xp.errors.wrong"] == str(found["n_wrong"])
     off = train(cfg(repo, "eval.train_sample=0"), repo)
     off_run = mlflow.get_run(off.run_id)
     assert off_run.data.tags["xp.diagnosis.overfitting"].startswith("unknown")
@@ -322,7 +332,9 @@ def test_xp_diagnose_reads_a_repeat_and_a_run_from_the_store(digits_groups):
     assert "  monitor: " in one and "  data audit: none" in one
     text = (Path(report) / "report.md").read_text()
     assert "## Diagnosis" in text and "seeds overfit" in text and "| overfitting |" in text
-    assert "- overfitting: " in note and "- monitor: " in note
+    assert "- overfitting: " in note and "- monitor: " in note and "- errors: " in note
+    assert "## Every seed gets these wrong (hard or mislabelled)" in text
+    assert (Path(report) / "hard_examples.png").exists() and "forgetting" in lines
 
 
 def test_xp_diagnose_says_what_an_old_run_lacks_and_refuses_other_ids(repo, monkeypatch):
@@ -368,6 +380,19 @@ def test_digits_records_what_fine_tuning_cost_the_backbone(repo):
     assert moved["retention/drop"] > 0.02 and moved["retention/cka"] < 0.99
     run = mlflow.get_run(full.run_id)
     assert run.data.tags["xp.data.retention.md5"]  # the old task's data is versioned too
+
+
+def test_a_text_model_s_wrong_answers_come_with_the_words_that_drove_them(repo, tiny_bert):
+    config = load_config("vader", [f"model.name={tiny_bert}", "train.max_steps=4",
+                                   "eval.every=2"], repo / "projects")  # fmt: skip
+    result = train(config, repo)
+    local = Path(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="errors"))
+    found = json.loads((local / "errors.json").read_text())
+    first = found["wrong"][0]
+    assert isinstance(first["input"], str) and first["attributions"]
+    assert sum(abs(v) for _, v in first["attributions"]) == pytest.approx(1, abs=1e-3)
+    page = (local / "attributions.html").read_text()
+    assert page.count("<p><b>#") == min(10, found["n_wrong"]) and "<span" in page
 
 
 def test_a_retention_set_the_old_head_cannot_predict_is_refused_before_any_run(repo, tiny_bert):

@@ -61,6 +61,7 @@ class SeedRun:
     metrics: dict[str, float] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)  # kind -> hash (xp.fingerprint.*)
     diagnosis: dict[str, Any] = field(default_factory=dict)  # xp.diagnosis.* read back
+    errors: dict[str, Any] = field(default_factory=dict, repr=False)  # errors/errors.json
 
     @property
     def succeeded(self) -> bool:
@@ -192,7 +193,7 @@ def summarize(
         "higher_is_better": better_high,
         "seeds": [r.seed for r in runs],
         "failed_seeds": [r.seed for r in runs if not r.succeeded],
-        "per_seed": [r.__dict__ for r in runs],
+        "per_seed": [{k: v for k, v in r.__dict__.items() if k != "errors"} for r in runs],
         "seed_check": fingerprint.seed_check(runs),
         "diagnosis": diagnosis.over_seeds(runs),
         "stats": {},
@@ -328,12 +329,10 @@ def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun
 
     runs = seed_runs(track.children_of(parent_id), seeds)
     val_key = f"val/{metric.rsplit('/', 1)[-1]}"
-    sample_key = f"train_sample/{metric.rsplit('/', 1)[-1]}"  # (overfitting shows as a gap)
-    histories = {
-        r.seed: track.metric_histories(r.run_id, [val_key, sample_key, "train/loss"])
-        for r in runs
-        if r.run_id
-    }
+    keys = [val_key, f"train_sample/{val_key[4:]}", "train/loss"]  # (the sample: overfitting)
+    histories = {r.seed: track.metric_histories(r.run_id, keys) for r in runs if r.run_id}
+    for r in runs:  # each seed's error analysis (none for a run recorded before it)
+        r.errors = track.recorded_json(r.run_id, "errors/errors.json") if r.run_id else {}
     return runs, histories
 
 

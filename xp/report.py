@@ -167,6 +167,7 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
     found = diagnosis.sentences(summary)
     if found:
         lines.append(("Diagnosis", " ".join(f"{s[0].upper()}{s[1:]}." for s in found)))
+    lines += _error_sections((summary.get("diagnosis") or {}).get("errors") or {})
     boot = summary.get("bootstrap")
     if boot:
         note = f" {boot['note']}" if boot.get("note") else ""
@@ -206,6 +207,56 @@ READING = (
     "p < 0.05 with 3 seeds against 3. Failed seeds (NaN, or no better than the trivial baseline) "
     "are listed and left out of the main statistics; the `all` rows include them."
 )
+
+
+def _error_sections(view: dict[str, Any]) -> Sections:
+    """The examples every seed got wrong and those only some did, with their inputs (a text; an
+    image is drawn in `hard_examples.png` / `seed_lottery.png`)."""
+    if not view:
+        return []
+    names, shown = view.get("labels") or [], view.get("examples", {})
+
+    def name(i: Any) -> str:
+        return names[i] if isinstance(i, int) and i < len(names) else str(i)
+
+    def row(index: int, extra: list[str]) -> list[str]:
+        ex = shown.get(str(index), {})
+        text = ex.get("input") if isinstance(ex.get("input"), str) else "(image)"
+        return [str(index), name(ex.get("label")), name(ex.get("predicted")), *extra, text]
+
+    out: Sections = []
+    always = [["test example", "label", "predicted (a seed)", "input"]]
+    always += [row(i, []) for i in view["always_wrong"] if str(i) in shown]
+    if len(always) > 1:
+        out.append(("Every seed gets these wrong (hard or mislabelled)", always))
+    some = [["test example", "label", "predicted (a seed)", "seeds wrong", "input"]]
+    some += [row(d["index"], [f"{d['n_wrong']} of {view['n_seeds']}"])
+             for d in view["sometimes_wrong"] if str(d["index"]) in shown]  # fmt: skip
+    if len(some) > 1:
+        out.append(("Only some seeds get these wrong (the seed lottery)", some))
+    return out
+
+
+def plot_error_examples(view: dict[str, Any], out_dir: Path) -> list[str]:
+    """The hard and the lottery examples that are images, drawn; the files written."""
+    from xp.diagnose import errors
+
+    shown, names, made = view.get("examples", {}), view.get("labels") or [], []
+    groups = {"hard_examples.png": (view.get("always_wrong", []), "every seed gets these wrong"),
+              "seed_lottery.png": ([d["index"] for d in view.get("sometimes_wrong", [])],
+                                   "only some seeds get these wrong")}  # fmt: skip
+    for file, (indices, title) in groups.items():
+        images = [(i, shown[str(i)]) for i in indices if isinstance(
+            shown.get(str(i), {}).get("input"), list)]  # fmt: skip
+        if images:
+
+            def name(k: int) -> str:
+                return names[k] if k < len(names) else str(k)
+
+            captions = [f"#{i} {name(e['label'])}->{name(e['predicted'])}" for i, e in images]
+            errors.plot_images([e["input"] for _, e in images], captions, out_dir / file, title)
+            made.append(file)
+    return made
 
 
 def _baseline_label(base: dict[str, Any], quote: str = "") -> str:
@@ -314,6 +365,7 @@ def write_report(
     if summary.get("comparison"):
         plot_baseline(summary, out_dir / PLOTS[2])
         images.append(PLOTS[2])
+    images += plot_error_examples((summary.get("diagnosis") or {}).get("errors") or {}, out_dir)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "report.md").write_text(to_markdown(summary, title, images))
     blobs = {name: (out_dir / name).read_bytes() for name in images}

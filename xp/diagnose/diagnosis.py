@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xp.diagnose import overfitting
+from xp.diagnose import errors, overfitting
 from xp.diagnose.monitor import KINDS
 
 
@@ -20,7 +20,43 @@ def over_seeds(runs: list[Any]) -> dict[str, Any]:
     with_events = [r.seed for r in counted if any(r.metrics.get(f"monitor/{k}") for k in KINDS)]
     return {"overfitting": overfitting.over_seeds([r.diagnosis for r in runs]),
             "monitor": {"seeds": len(counted), "events": events,
-                        "seeds_with_events": with_events}}  # fmt: skip
+                        "seeds_with_events": with_events},
+            "errors": errors_over_seeds({r.seed: getattr(r, "errors", None) for r in runs
+                                         if getattr(r, "succeeded", True)})}  # fmt: skip
+
+
+SHOWN = 12  # examples of each kind a report shows
+
+
+def errors_over_seeds(records: dict[int, dict[str, Any] | None]) -> dict[str, Any]:
+    """The test examples every seed got wrong (hard or mislabelled) and those only some did (the
+    seed lottery), from the seeds' `errors/errors.json`, with the first few examples' inputs (a
+    text, an image's pixels) as the seeds recorded them; {} without two records."""
+    found = {seed: r for seed, r in records.items() if r and "wrong_indices" in r}
+    if len(found) < 2:
+        return {}
+    n_test = next(iter(found.values()))["n"]
+    out = errors.over_seeds({s: r["wrong_indices"] for s, r in found.items()}, n_test)
+    seen: dict[int, dict[str, Any]] = {}
+    for r in found.values():
+        for w in r.get("wrong", []):
+            seen.setdefault(w["index"], w)
+    picked = out["always_wrong"][:SHOWN] + [d["index"] for d in out["sometimes_wrong"][:SHOWN]]
+    out["examples"] = {str(i): {k: seen[i].get(k) for k in ("label", "predicted", "input")}
+                       for i in picked if i in seen}  # fmt: skip
+    out["labels"] = next(iter(found.values())).get("labels")
+    out["sometimes_wrong"] = out["sometimes_wrong"][:50]  # (the report shows the first few)
+    return out
+
+
+def errors_sentence(view: dict[str, Any]) -> str | None:
+    """`errors: 12 test examples (3.0%) every seed got wrong ...`; None without a view."""
+    if not view:
+        return None
+    return (f"errors: {view['n_always']} test examples ({view['share_always']:.1%}) every seed "
+            f"got wrong (hard or mislabelled), {view['n_sometimes']} "
+            f"({view['share_sometimes']:.1%}) only some of the {view['n_seeds']} seeds did "
+            f"(the seed lottery), {view['n_never']} none did")  # fmt: skip
 
 
 def monitor_sentence(view: dict[str, Any]) -> str:
@@ -74,5 +110,7 @@ def sentences(summary: dict[str, Any]) -> list[str]:
     if not found:
         return []
     forgetting = forgetting_sentence(summary.get("stats", {}))
+    wrong = errors_sentence(found.get("errors", {}))
     return [f"overfitting: {overfitting.sentence(found['overfitting'])}",
-            monitor_sentence(found["monitor"]), *([forgetting] if forgetting else [])]  # fmt: skip
+            monitor_sentence(found["monitor"]),
+            *(line for line in (forgetting, wrong) if line)]  # fmt: skip

@@ -457,6 +457,16 @@ def recorded_text(run_id: str, artifact_file: str) -> str:
         raise TrackingError(f"run {run_id} has no {artifact_file} artifact") from None
 
 
+def recorded_json(run_id: str, artifact_file: str) -> dict[str, Any]:
+    """A JSON artifact of a recorded run; {} when it has none (recorded before it existed)."""
+    import json
+
+    try:
+        return json.loads(recorded_text(run_id, artifact_file))
+    except (TrackingError, ValueError):
+        return {}
+
+
 def log_comparison(
     name: str, workspace: Workspace, result: dict, markdown: str, json_text: str, plot: str | None
 ) -> str:

@@ -3,6 +3,7 @@ training set, and the overfitting diagnosis read from those evaluations at the e
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any
 
@@ -10,7 +11,8 @@ import numpy as np
 import torch
 
 from xp.config import Config, higher_is_better
-from xp.diagnose import overfitting
+from xp.diagnose import errors, overfitting
+from xp.train import attribution
 from xp.train.data import take
 from xp.train.metrics import task_metrics
 from xp.train.models import forward
@@ -30,10 +32,10 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(
+def logits_of(
     model: torch.nn.Module, features: dict[str, Any], config: Config, device: torch.device
-) -> dict[str, float]:
-    """Loss and task metrics on one split (model in eval mode: no dropout)."""
+) -> tuple[torch.Tensor, float]:
+    """The model's outputs on one split, and its mean loss (model in eval mode: no dropout)."""
     model.eval()
     n = len(features["labels"])
     logits_all, loss_sum = [], 0.0
@@ -42,12 +44,19 @@ def evaluate(
         logits = forward(model, batch)
         loss_sum += loss_fn(config.task, logits, batch["labels"]).item() * len(batch["labels"])
         logits_all.append(logits.float().cpu())
-    logits = torch.cat(logits_all)
+    return torch.cat(logits_all), loss_sum / n
+
+
+def evaluate(
+    model: torch.nn.Module, features: dict[str, Any], config: Config, device: torch.device
+) -> dict[str, float]:
+    """Loss and task metrics on one split (model in eval mode: no dropout)."""
+    logits, loss = logits_of(model, features, config, device)
     if config.task == "classification":
         preds = logits.argmax(-1).numpy()
     else:
         preds = logits.squeeze(-1).numpy()
-    out = {"loss": loss_sum / n}
+    out = {"loss": loss}
     out.update(task_metrics(config.task, features["labels"].numpy(), preds))
     return out
 
@@ -78,4 +87,66 @@ def record_diagnosis(
     tracker.set_tags(overfitting.tags(found))
     record = {**found, "evaluations": state["evals"], "train_sample": sample_size}
     tracker.log_text(json.dumps(record, indent=1), "diagnosis/overfitting.json")
+    return found
+
+
+ATTRIBUTED = 10  # wrong test texts whose tokens are attributed (Captum), the most confident first
+
+
+def record_errors(
+    tracker: Any,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    test: dict[str, Any],
+    inputs: Any,
+    config: Config,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    """Error analysis of the kept checkpoint on the test set (classification): `errors/errors.json`
+    (the confusion matrix, per-class errors, every wrong index, the most confident wrong examples
+    with their inputs: the text, or an image's pixels), `errors/confusion.png`, and either
+    `errors/wrong.png` (the wrong images) or `errors/attributions.html` (which words drove each
+    of the first wrong texts, Captum's integrated gradients)."""
+    if config.task != "classification" or not tracker.enabled:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    logits, _ = logits_of(model, test, config, device)
+    probs = torch.softmax(logits, -1).numpy()
+    y_true, y_pred = test["labels"].numpy(), probs.argmax(-1)
+    texts = tokenizer is not None
+    found = errors.run_errors(y_true, y_pred, probs, list(inputs) if texts else None,
+                              config.data.label_names)  # fmt: skip
+    found["wrong_indices"] = [int(i) for i in np.flatnonzero(y_true != y_pred)]
+    names = found["labels"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        errors.plot_confusion(np.asarray(found["confusion"]), names, out / "confusion.png")
+        wrong = found["wrong"]
+        if texts:
+            shown = wrong[:ATTRIBUTED]
+            scores = attribution.token_attributions(
+                model, tokenizer, [w["input"] for w in shown], [w["predicted"] for w in shown],
+                device, config.data.max_length)  # fmt: skip
+            rows = []
+            for w, s in zip(shown, scores, strict=True):
+                w["attributions"] = [[t, round(v, 4)] for t, v in s]
+                rows.append(f"<p><b>#{w['index']}</b> {html.escape(names[w['label']])} -> "
+                            f"{html.escape(names[w['predicted']])} ({w['confidence']:.2f}): "
+                            f"{attribution.to_html(s)}</p>")  # fmt: skip
+            (out / "attributions.html").write_text(
+                "<meta charset='utf-8'><h3>Which words drove each wrong answer (red: towards the "
+                "predicted class)</h3>" + "\n".join(rows))  # fmt: skip
+        else:
+            arrays = np.asarray(inputs)
+            for w in wrong:
+                w["input"] = arrays[w["index"]].tolist()
+            errors.plot_images([arrays[w["index"]] for w in wrong],
+                               [f"#{w['index']} {names[w['label']]}->{names[w['predicted']]}"
+                                for w in wrong], out / "wrong.png",
+                               "test images it got wrong (most confident first)")  # fmt: skip
+        (out / "errors.json").write_text(json.dumps(found, indent=1))
+        tracker.log_artifacts(out, "errors")
+    tracker.set_tags({"xp.errors.wrong": str(found["n_wrong"])})
     return found

@@ -30,7 +30,7 @@ from xp.record import numerics, supervise
 from xp.record import tags as record
 from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
-from xp.train import checkpoint, fingerprint, retention
+from xp.train import checkpoint, evaluation, fingerprint, retention
 from xp.train.data import load_splits, take, to_tensors
 from xp.train.data_audit import audit_splits, record_audit
 from xp.train.devices import device_label, pick_device
@@ -459,6 +459,8 @@ def _finish(
     final.update({f"baseline/test/{k}": v for k, v in baseline.items()})
     tracker.log_metrics(final, state["step"])
     retention.record_after(tracker, kept, model, device, config.eval.batch_size, state["step"])
+    evaluation.record_errors(tracker, model, tokenizer, feats["test"], splits["test"].inputs,
+                             config, device)  # fmt: skip
     tracker.flush()  # the final metrics are recorded before the slow part, the model
     primary = metric if metric in baseline else metrics_for(config.task)[-1]
     if not _improved(test[primary], baseline[primary], primary, 0.0):
