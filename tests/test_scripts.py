@@ -303,3 +303,35 @@ def test_a_repeat_says_when_the_script_ignores_its_data_seed(repo):
     assert warning in report
     kids = children(parent.info.run_id)
     assert len({r.data.tags["xp.fingerprint.data_order"] for r in kids}) == 1
+
+
+# a script that evaluates a training sample beside validation: its validation loss turns up after
+# step 20 while the sample's keeps falling, and one batch's loss spikes at step 30
+DIAGNOSED = """
+import sys
+from xp.integrations import start
+run = start()
+for step in range(1, int(sys.argv[1]) + 1):
+    loss = 50.0 if step == 30 else 1.0 / step ** 0.5 + 0.01 * (step % 3)
+    run.log({"train/loss": loss, "train/grad_norm": 1.0 + 0.05 * (step % 4)}, step)
+    if step % 5 == 0:
+        val_loss = 0.5 + abs(step - 20) / 40
+        run.log({"val/loss": val_loss, "val/f1": 1 - val_loss / 2, "train_sample/loss": 1 / step,
+                 "train_sample/f1": 1 - 1 / (2 * step)}, step)
+run.finish(test={"f1": 0.7, "loss": 0.3}, best_val={"f1": 0.75})
+"""
+
+
+def test_a_script_run_is_diagnosed_from_what_it_logged(repo):
+    config = {**CONFIG, "command": "python projects/loop/train.py {steps} {seed}",
+              "params": {"steps": 40}}  # fmt: skip
+    add_project(repo, config=config, script=DIAGNOSED)
+    train(repo, check=True)
+    r = only_run()
+    tags, metrics = r.data.tags, r.data.metrics
+    assert tags["xp.monitor.replayed"] == "true" and metrics["monitor/spike"] == 1
+    assert tags["xp.monitor.first"].startswith("loss spike at step 30")
+    assert tags["xp.diagnosis.overfitting"] == "severe"  # +100% from its low
+    assert tags["xp.diagnosis.onset_step"] == "20" and tags["xp.diagnosis.steps_after_best"] == "20"
+    shown = run(["xp", "diagnose", r.info.run_id], repo).stdout
+    assert "  overfitting: severe" in shown and "  monitor: 1 events (spike 1)" in shown

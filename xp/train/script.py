@@ -36,6 +36,7 @@ from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
 from xp.train.data_audit import audit_splits, record_audit
 from xp.train.loop import Events, Result, _no_events
+from xp.train.script_diagnosis import diagnose_script_run
 from xp.train.script_process import ScriptProcess
 from xp.train.seed import derive_seeds
 
@@ -190,6 +191,8 @@ def _judge(
                 f"; the script opened run(s) {', '.join(own)} of its own instead of the run it "
                 "was handed: call mlflow.start_run() with no run id (it joins MLFLOW_RUN_ID)"
             )
+    if tracker.enabled:  # what its logged metrics say of it: monitor replayed, overfitting
+        diagnose_script_run(tracker, config)
     final = {"xp.outcome": outcome}
     if message:
         final["xp.failure"] = message
