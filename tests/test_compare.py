@@ -168,3 +168,22 @@ def test_two_configurations_of_one_name_are_told_apart_by_hash():
         r.info.run_name = f"digits s{r.data.params['seed']}"  # config.yaml changed in between
     names = {g["label"] for g in rank_groups(a + b, "test/f1")["groups"]}
     assert names == {"digits (AAAAAAAA)", "digits (BBBBBBBB)"}
+
+
+def test_a_made_up_name_or_a_second_test_set_never_passes_for_a_label(monkeypatch):
+    from rich.console import Console
+
+    from xp.cli import terminal
+
+    old = _runs("A", A, "1e-3") + _runs("C", C, "1e-2")
+    for r in old:  # recorded before xp named its runs: MLflow made a name up
+        r.info.run_name = "shivering-dog-401"
+    assert {g["label"] for g in rank_groups(old, "test/f1")["groups"]} == {"lr=1e-3", "lr=1e-2"}
+    split = _runs("A", A, "1e-3") + _runs("A", C, "1e-3", md5="b" * 32)
+    result = rank_groups(split, "test/f1")
+    assert {g["label"] for g in result["groups"]} == {"A (test aaaaaaaa)", "A (test bbbbbbbb)"}
+    said = io.StringIO()
+    monkeypatch.setattr(terminal, "out", Console(width=100, file=io.StringIO()))
+    monkeypatch.setattr(terminal, "err", Console(width=100, file=said))
+    terminal.print_ranking(result, [["rank"], *[["1"] for _ in result["groups"]]])
+    assert "warning: test data differs" in said.getvalue()  # the table fits: warned all the same

@@ -420,3 +420,16 @@ def test_the_forgetting_line_reads_a_summary_with_one_seed():
         "n/a]); the backbone's features at CKA 0.862 with the pre-trained ones (1: unmoved)"
     )
     assert diagnosis.forgetting_sentence({}) is None
+
+
+def test_before_is_the_pre_trained_model_even_with_re_initialised_layers(repo, monkeypatch):
+    from xp.train import retention
+
+    plain = train(cfg(repo), repo)
+    reinit = train(cfg(repo, "model.reinit_layers=1"), repo)
+    before = {r.run_id: mlflow.get_run(r.run_id).data.metrics for r in (plain, reinit)}
+    assert before[reinit.run_id]["retention/accuracy_before"] == pytest.approx(
+        before[plain.run_id]["retention/accuracy_before"])  # fmt: skip
+    monkeypatch.setattr(retention, "prepare", lambda *a, **k: retention.Retention(None, None))
+    unmeasured = train(cfg(repo, "model.reinit_layers=1"), repo)
+    assert unmeasured.test == reinit.test  # measuring "before" drew nothing the run draws from

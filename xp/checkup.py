@@ -84,9 +84,12 @@ def run_checkup(run: Any) -> dict[str, Any]:
 
 def repeat_checkup(parent: Any) -> dict[str, Any]:
     """The checkup of a repeat: over its seeds, then each seed in one line."""
+    from xp.record.track import recorded_json
     from xp.repeat import recorded_seed_runs, summarize
 
     runs, children = recorded_seed_runs(parent)
+    for r in runs:  # each seed's error analysis (none for a run recorded before it)
+        r.errors = recorded_json(r.run_id, "errors/errors.json") if r.run_id else {}
     summary = summarize(runs, parent.data.tags.get("xp.metric", "test/f1"))
     found = summary["diagnosis"]
     first = next((children[r.run_id] for r in runs if r.run_id in children), None)

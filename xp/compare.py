@@ -89,8 +89,8 @@ def label(runs: list[Any], params: dict[str, str], fallback: str) -> str:
     the project and what differs from its config.yaml), else what differs between the groups as
     `key=value`, each key cut to its last part where that is unambiguous."""
     own = [getattr(r.info, "run_name", None) or r.data.tags.get("mlflow.runName", "") for r in runs]
-    names = Counter(SEED_SUFFIX.sub("", name) for name in own)
-    names.pop("", None)
+    # (only xp's own names: a run recorded before them has a name MLflow made up)
+    names = Counter(SEED_SUFFIX.sub("", name) for name in own if SEED_SUFFIX.search(name))
     if names:
         return names.most_common(1)[0][0]
     last = [k.rsplit(".", 1)[-1] for k in params]
@@ -196,10 +196,18 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
             "leakage": _leakage(members), "label": label(members, params[key], key[0][:8]),
             **_diagnosis(members), "_values": values,
         })  # fmt: skip
-    named = Counter(g["label"] for g in groups)  # (two configs of one name: config.yaml changed)
+    # two groups of one name: config.yaml changed between them (the hash tells them apart), or
+    # one configuration tested on two test sets (the test data's md5 does)
+    by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for g in groups:
-        if named[g["label"]] > 1:
-            g["label"] += f" ({g['config_hash'][:8]})"
+        by_label[g["label"]].append(g)
+    for same in (s for s in by_label.values() if len(s) > 1):
+        hashes = Counter(g["config_hash"] for g in same)
+        for g in same:
+            parts = [g["config_hash"][:8]] if len(hashes) > 1 else []
+            if hashes[g["config_hash"]] > 1:
+                parts.append(f"test {g['test_md5'][:8]}")
+            g["label"] += f" ({', '.join(parts)})"
     partitions = sorted({g["test_md5"] for g in groups})
     warnings = []
     if len(partitions) > 1:
@@ -271,7 +279,7 @@ def table_rows(result: dict[str, Any], wide: bool = True) -> list[list[str]]:
     events, forgetting)."""
     head = ["rank", "configuration", "n", "mean", "std", "95% CI", "p vs top (Holm)", "tied",
             "P(better than top)", "failed", "leakage", "overfit seeds", "monitor events",
-            "retention drop", "CKA", "config_hash"]  # fmt: skip
+            "retention drop", "CKA", "config_hash", "differs"]  # fmt: skip
     rows = [head]
     for g in result["groups"]:
         ci = "" if g["ci95_low"] is None else f"[{_cell(g['ci95_low'])}, {_cell(g['ci95_high'])}]"
@@ -284,7 +292,7 @@ def table_rows(result: dict[str, Any], wide: bool = True) -> list[list[str]]:
             "" if g.get("leakage") is None else f"{g['leakage']:.1%}",
             "" if overfit is None else f"{overfit} of {g['diagnosed_seeds']}",
             _cell(g.get("monitor_events")), _cell(g.get("retention_drop")),
-            _cell(g.get("retention_cka")), g["config_hash"],
+            _cell(g.get("retention_cka")), g["config_hash"], _cell(g["params"]),
         ])  # fmt: skip
     if wide:
         return rows

@@ -400,7 +400,7 @@ def repeat(
         raise RepeatError("seeds of a repeat come from --seeds, not seed=... overrides")
     metric = metric or f"test/{config.eval.metric}"
     name = metric.rsplit("/", 1)[-1]
-    if not metric.startswith(SUMMARY_PREFIXES) or name not in metrics_for(config.task):
+    if not metric.startswith(("test/", "best/val/")) or name not in metrics_for(config.task):
         allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
         raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing

@@ -78,6 +78,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
         {},
     ),
     ("a negative training sample", "train digits eval.train_sample=-5", 2, "train_sample", {}),
+    ("a class name missing", "train digits data.label_names=[a,b]", 2, "2 names for", {}),
     ("diagnose an unknown run", "diagnose 0123abc", 2, "unknown run id '0123abc'", {}),
     ("diagnose in another format", "diagnose {finished} --format xml", 2, "use text or json", {}),
     # -- data

@@ -122,11 +122,11 @@ def print_ranking(result: dict, rows: list[list[str]]) -> None:
     # never a number cut to an ellipsis
     if needed <= out.width:
         out.print(table)
-        return
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    Console(file=out.file, width=needed, no_color=out.no_color,
-            force_terminal=out.is_terminal).print(table, crop=False)  # fmt: skip
+        Console(file=out.file, width=needed, no_color=out.no_color,
+                force_terminal=out.is_terminal).print(table, crop=False)  # fmt: skip
     for w in result["warnings"]:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
 

@@ -318,9 +318,9 @@ def config_hash(config: ProjectConfig) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
     Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`,
-    `train.numerics`, `eval.train_sample`, `monitor.*`) are left out too: the same configuration
-    run 2 seeds at a time, on a GPU, with portable kernels or watched otherwise is still the same
-    configuration.
+    `train.numerics`, `eval.train_sample`, `eval.retention`, `monitor.*`) are left out too: the
+    same configuration run 2 seeds at a time, on a GPU, with portable kernels or watched and
+    measured otherwise is still the same configuration.
     """
     tree = config.model_dump(mode="json")
     tree.pop("seed")

@@ -118,4 +118,10 @@ class Config(_Section):
             raise ValueError(
                 f"model.num_labels={self.model.num_labels}: classification needs at least 2"
             )
+        names = self.data.label_names
+        if names is not None and len(names) != self.model.num_labels:
+            raise ValueError(
+                f"data.label_names has {len(names)} names for model.num_labels="
+                f"{self.model.num_labels} classes; give one name per class, in label order"
+            )
         return self

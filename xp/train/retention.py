@@ -66,8 +66,10 @@ def features(model: Any, feats: dict[str, Any], device: torch.device, batch: int
     return np.concatenate(out)
 
 
-def _old_head(config: Config, root: Path) -> torch.nn.Linear:
-    """The checkpoint's own head (the digits CNN's last Linear), as it was pre-trained."""
+def _old_head(config: Config, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The checkpoint's own head (the digits CNN's last Linear) as it was pre-trained: its weight
+    and bias, kept on the CPU and applied with `F.linear` (no module: nothing drawn from a
+    generator a seed feeds)."""
     from safetensors.torch import load_file
 
     if config.model.kind != "cnn":
@@ -81,9 +83,7 @@ def _old_head(config: Config, root: Path) -> torch.nn.Linear:
     weight, bias = state.get("head.3.weight"), state.get("head.3.bias")
     if weight is None or bias is None:
         raise RetentionError(f"eval.retention: checkpoint {config.model.name!r} has no head")
-    head = torch.nn.Linear(weight.shape[1], weight.shape[0])
-    head.load_state_dict({"weight": weight, "bias": bias})
-    return head.eval()
+    return weight.float(), bias.float()
 
 
 @dataclass
@@ -93,14 +93,15 @@ class Retention:
     probe: dict[str, Any] | None
     before: np.ndarray | None
     old: dict[str, Any] | None = None  # the retention set's tensors
-    head: torch.nn.Linear | None = None
+    head: tuple[torch.Tensor, torch.Tensor] | None = None  # weight, bias (on the CPU)
     accuracy_before: float | None = None
 
     def accuracy(self, model: Any, device: torch.device, batch: int) -> float:
+        """The old head on the model's features (computed on its device, judged on the CPU)."""
         assert self.old is not None and self.head is not None
         h = torch.as_tensor(features(model, self.old, device, batch))
         with torch.no_grad():
-            preds = self.head(h).argmax(-1).numpy()
+            preds = torch.nn.functional.linear(h, *self.head).argmax(-1).numpy()
         return float((preds == self.old["labels"].numpy()).mean())
 
 
@@ -112,24 +113,38 @@ def prepare(
     val: dict[str, Any],
     device: torch.device,
 ) -> Retention:
-    """Measure the model as loaded. Raises RetentionError (one line) before training for a
-    retention set the old head cannot predict or a model without a task of its own."""
+    """Measure the pre-trained model: the model as loaded, or, where `model.reinit_layers` has
+    already re-initialised its top layers, the checkpoint loaded again without that (under a
+    forked generator: the run's own draws are untouched). Raises RetentionError (one line)
+    before training for a retention set the old head cannot predict, or a model without a task
+    of its own."""
     batch = config.eval.batch_size
+    if config.model.reinit_layers:
+        from xp.train.models import build_model
+
+        as_trained = config.model_copy(
+            update={"model": config.model.model_copy(update={"reinit_layers": 0})}
+        )
+        with torch.random.fork_rng(devices=[]):
+            model = build_model(as_trained, root, 0)[0].to(device)
     probe = fixed_sample(val, PROBE_SIZE, len(val["labels"]))
     found = Retention(probe, None if probe is None else features(model, probe, device, batch))
     if not config.eval.retention:
         return found
-    head = _old_head(config, root)
+    weight, bias = _old_head(config, root)
+    classes = weight.shape[0]
     split = load_split(root / config.eval.retention, config.data, config.task, "retention")
     labels = np.asarray(split.targets)
-    if labels.size == 0 or labels.min() < 0 or labels.max() >= head.out_features:
+    if labels.size == 0:
+        raise RetentionError(f"eval.retention={config.eval.retention}: the file has no rows")
+    if labels.min() < 0 or labels.max() >= classes:
         raise RetentionError(
             f"eval.retention={config.eval.retention}: labels {int(labels.min())} to "
             f"{int(labels.max())} cannot be the checkpoint's own task, whose head has "
-            f"{head.out_features} classes (0..{head.out_features - 1})"
+            f"{classes} classes (0..{classes - 1})"
         )  # fmt: skip
     found.old = to_tensors(split, tokenizer, config.data.max_length)
-    found.head = head.to(device)
+    found.head = (weight, bias)
     found.accuracy_before = found.accuracy(model, device, batch)
     return found
 
