@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import signal
 import zipfile
 from pathlib import Path
@@ -209,3 +210,54 @@ def test_gradient_accumulation_matches_the_large_batch(repo):
     for name, w in big.items():
         assert torch.allclose(w, accumulated[name], atol=1e-6), name
     assert any(not torch.allclose(w, small[n], atol=1e-6) for n, w in big.items())
+
+
+# -- optimizers and penalties (issue 23) ----------------------------------------------------------
+def test_each_optimizer_takes_its_own_settings_and_keeps_llrd_and_decay(repo):
+    from xp.train.recipe import build_optimizer
+
+    model = new_cnn(5)
+    cases = {
+        "adamw": (torch.optim.AdamW, [], {"betas": (0.9, 0.999)}),
+        "adam": (torch.optim.Adam, ["optim.betas=[0.8,0.99]"], {"betas": (0.8, 0.99)}),
+        "sgd": (torch.optim.SGD, ["optim.momentum=0.9", "optim.nesterov=true"],
+                {"momentum": 0.9, "nesterov": True}),
+        "rmsprop": (torch.optim.RMSprop, ["optim.alpha=0.9"], {"alpha": 0.9, "momentum": 0.0}),
+    }  # fmt: skip
+    for name, (cls, extra, settings) in cases.items():
+        config = cfg(repo, f"optim.name={name}", "optim.layer_decay=0.5", *extra)
+        opt = build_optimizer(param_groups(model, config), config)
+        assert type(opt) is cls
+        assert {k: opt.defaults[k] for k in settings} == settings
+        lrs = {g["group"]: g["lr"] for g in opt.param_groups}
+        assert lrs["head"] == pytest.approx(1e-3) and lrs["layer.2"] == pytest.approx(5e-4)
+        assert {g["weight_decay"] for g in opt.param_groups} == {0.01, 0.0}
+
+
+def test_a_setting_of_another_optimizer_is_one_line_and_defaults_keep_the_hash(repo):
+    from xp.config import ConfigError, config_hash
+
+    for bad, says in (("optim.momentum=0.9", "optim.momentum is not a setting of optim.name=adamw"),
+                      ("optim.nesterov=true", "optim.nesterov is not a setting"),
+                      ("optim.name=lamb", "optim.name='lamb'")):  # fmt: skip
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            cfg(repo, bad)
+    with pytest.raises(ConfigError, match="needs optim.momentum > 0"):
+        cfg(repo, "optim.name=sgd", "optim.nesterov=true")
+    assert config_hash(cfg(repo, "optim.name=adamw", "optim.l1=0")) == config_hash(cfg(repo))
+    assert config_hash(cfg(repo, "optim.name=sgd")) != config_hash(cfg(repo))
+
+
+def test_l1_is_logged_apart_from_the_loss_and_shrinks_the_decayed_weights(repo):
+    plain = train(cfg(repo), repo)
+    sparse = train(cfg(repo, "optim.l1=0.01"), repo)
+    client = mlflow.MlflowClient()
+    l1 = [m.value for m in client.get_metric_history(sparse.run_id, "train/l1")]
+    assert len(l1) == sparse.steps and all(v > 0 for v in l1) and l1[-1] < l1[0]
+    assert client.get_metric_history(plain.run_id, "train/l1") == []
+
+    def weight(run_id):
+        last = load_file(repo / ".xp/runs" / run_id / "checkpoints/last/model.safetensors")
+        return sum(v.abs().sum().item() for k, v in last.items() if v.ndim > 1)
+
+    assert weight(sparse.run_id) < 0.95 * weight(plain.run_id)

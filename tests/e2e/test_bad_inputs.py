@@ -67,6 +67,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("dropout of 1.5", "train digits model.dropout=1.5", 2, "model.dropout=1.5", {}),
     ("missing model folder", "train digits model.name=./no_model", 2, "is missing", {}),
     ("freezing more layers than exist", "train digits train.freeze_layers=9", 2, "only 3", {}),
+    ("a setting of another optimizer", "train digits optim.momentum=0.9", 2, "not a setting", {}),
     # -- the diagnosis
     ("a monitor threshold out of range", "train digits monitor.spike_z=-1", 2, "spike_z", {}),
     ("an unknown monitor action", "train digits monitor.on_spike=panic", 2, "'warn' or 'stop'", {}),

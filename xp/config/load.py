@@ -314,6 +314,12 @@ EXECUTION_KEYS = {
 }
 
 
+# keys added after configurations were recorded: left out of the hash at their defaults, so a
+# configuration that does not use them keeps its hash
+NEUTRAL_DEFAULTS = {"optim": {"name": "adamw", "l1": 0.0, "momentum": None, "nesterov": None,
+                              "alpha": None}}  # fmt: skip
+
+
 def config_hash(config: ProjectConfig) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
@@ -324,6 +330,10 @@ def config_hash(config: ProjectConfig) -> str:
     """
     tree = config.model_dump(mode="json")
     tree.pop("seed")
+    for section, defaults in NEUTRAL_DEFAULTS.items():  # keys added later, at their defaults:
+        for key, value in defaults.items():  # a config from before them hashes as it did
+            if tree.get(section, {}).get(key, value) == value:
+                tree.get(section, {}).pop(key, None)
     for section, keys in EXECUTION_KEYS.items():
         for key in keys:
             tree.get(section, {}).pop(key, None)

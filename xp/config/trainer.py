@@ -30,19 +30,36 @@ class ModelConfig(_Section):
     reinit_layers: int = Field(0, ge=0)  # re-initialise the top k layers before training
 
 
+# what each optimizer takes besides lr and weight decay
+OWN_SETTINGS = {"adamw": {"betas", "eps"}, "adam": {"betas", "eps"},
+                "sgd": {"momentum", "nesterov"},
+                "rmsprop": {"alpha", "eps", "momentum"}}  # fmt: skip
+
+
 class OptimConfig(_Section):
+    name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
     lr: float = Field(gt=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.01, ge=0)  # AdamW: decoupled; the others: L2 in the gradient
+    l1: float = Field(0.0, ge=0)  # an L1 penalty on the parameters weight decay covers (train/l1)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    eps: float = Field(1e-8, gt=0)  # adam, adamw, rmsprop
+    momentum: float | None = Field(None, ge=0, lt=1)  # sgd, rmsprop (None: 0)
+    nesterov: bool | None = None  # sgd (needs momentum)
+    alpha: float | None = Field(None, gt=0, lt=1)  # rmsprop's smoothing (None: 0.99)
     layer_decay: float = Field(1.0, gt=0, le=1)  # layer-wise LR decay; 1.0 = off
 
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in v):
-            raise ValueError("each beta must be in [0, 1)")
-        return v
+    def check(self) -> None:
+        """A setting of another optimizer than the one named is a mistake, said in one line."""
+        given = {k for k in ("betas", "eps", "momentum", "nesterov", "alpha")
+                 if k in self.model_fields_set and getattr(self, k) is not None}  # fmt: skip
+        foreign = sorted(given - OWN_SETTINGS[self.name])
+        if foreign:
+            raise ValueError(
+                f"optim.{foreign[0]} is not a setting of optim.name={self.name}; "
+                f"{self.name} takes {', '.join(sorted(OWN_SETTINGS[self.name]))}"
+            )
+        if self.nesterov and not self.momentum:
+            raise ValueError("optim.nesterov=true needs optim.momentum > 0")
 
 
 class ScheduleConfig(_Section):
@@ -106,6 +123,7 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
+        self.optim.check()
         allowed = metrics_for(self.task)
         if self.eval.metric not in allowed:
             raise ValueError(

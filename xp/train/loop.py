@@ -30,7 +30,7 @@ from xp.record import numerics, supervise
 from xp.record import tags as record
 from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
-from xp.train import checkpoint, evaluation, fingerprint, retention
+from xp.train import checkpoint, evaluation, fingerprint, recipe, retention
 from xp.train.data import load_splits, take, to_tensors
 from xp.train.data_audit import audit_splits, record_audit
 from xp.train.devices import device_label, pick_device
@@ -224,10 +224,7 @@ def _fit(
     work = workspace.run_dir(tracker.run_id) / "checkpoints"
     best_dir, last_dir = work / "best", work / "last"
     groups = layer_groups(model)
-    optimizer = torch.optim.AdamW(
-        param_groups(model, config), lr=config.optim.lr, betas=config.optim.betas,
-        eps=config.optim.eps,
-    )  # fmt: skip
+    optimizer = recipe.build_optimizer(param_groups(model, config), config)
     per_epoch, total = total_steps(config, len(splits["train"]))
     from transformers.optimization import get_scheduler
 
@@ -307,15 +304,19 @@ def _fit(
                 model.train()
                 micro = batches[first : first + accum]
                 n_micro = sum(len(idx) for idx in micro)
-                loss_value = 0.0
+                loss_value, logged = 0.0, {}
                 for idx in micro:
                     batch = to_device(take(feats["train"], torch.as_tensor(idx)), device)
                     ctx = torch.autocast("cuda", amp_dtype) if use_amp else nullcontext()
                     with ctx:
                         logits = forward(model, batch)
                     loss = loss_fn(config.task, logits, batch["labels"]) * (len(idx) / n_micro)
+                    loss_value += loss.item()  # (train/loss: the data's, without the penalty)
+                    l1 = recipe.l1_penalty(optimizer.param_groups, config.optim.l1)
+                    if l1 is not None:
+                        logged["train/l1"] = l1.item()
+                        loss = loss + l1 * (len(idx) / n_micro)
                     scaler.scale(loss).backward()
-                    loss_value += loss.item()
                 if nan_fault:
                     loss_value = math.nan
                 if not math.isfinite(loss_value):
@@ -337,10 +338,9 @@ def _fit(
                 state["next_batch"] = first + accum
                 if state["next_batch"] >= len(batches):
                     state["epoch"], state["next_batch"] = state["epoch"] + 1, 0
-                tracker.log_metrics(
-                    {"train/loss": loss_value, "train/lr": lr, "train/grad_norm": float(grad_norm)},
-                    step,
-                )
+                logged.update({"train/loss": loss_value, "train/lr": lr,
+                               "train/grad_norm": float(grad_norm)})  # fmt: skip
+                tracker.log_metrics(logged, step)
                 events("step", {"step": step, "total": total, "loss": loss_value})
                 supervise.fault_point("step", step)
                 norm = float(grad_norm)  # (an fp16 overflow the scaler skipped: nothing to judge)

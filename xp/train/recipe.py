@@ -15,7 +15,8 @@ from xp.train.models import layer_groups
 
 
 def param_groups(model: torch.nn.Module, config: Config) -> list[dict[str, Any]]:
-    """AdamW groups: layer-wise LR decay by depth, no weight decay on biases and norm weights."""
+    """Optimizer groups: layer-wise LR decay by depth, no weight decay on biases and norm
+    weights (nor L1: `l1_penalty` reads the same groups)."""
     groups = layer_groups(model)
     top = len(groups) - 1
     out = []
@@ -30,6 +31,29 @@ def param_groups(model: torch.nn.Module, config: Config) -> list[dict[str, Any]]
                      "lr_scale": scale, "group": name}
                 )  # fmt: skip
     return out
+
+
+def build_optimizer(groups: list[dict[str, Any]], config: Config) -> torch.optim.Optimizer:
+    """`optim.name` over the groups: AdamW (decoupled weight decay), Adam, SGD or RMSprop (their
+    weight decay is L2 added to the gradient, as torch does), with their own settings."""
+    o = config.optim
+    if o.name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+        return cls(groups, lr=o.lr, betas=o.betas, eps=o.eps)
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum or 0.0,
+                               nesterov=bool(o.nesterov))  # fmt: skip
+    return torch.optim.RMSprop(groups, lr=o.lr, alpha=o.alpha or 0.99, eps=o.eps,
+                               momentum=o.momentum or 0.0)  # fmt: skip
+
+
+def l1_penalty(groups: list[dict[str, Any]], l1: float) -> torch.Tensor | None:
+    """`optim.l1` times the absolute sum of the parameters weight decay covers (not biases or
+    norms) that train now; None when `optim.l1` is 0."""
+    if not l1:
+        return None
+    params = [p for g in groups if g["weight_decay"] for p in g["params"] if p.requires_grad]
+    return l1 * sum(p.abs().sum() for p in params) if params else None
 
 
 def total_steps(config: Config, n_train: int) -> tuple[int, int]:
