@@ -37,8 +37,8 @@ OWN_SETTINGS = {"adamw": {"betas", "eps"}, "adam": {"betas", "eps"},
 
 
 class OptimConfig(_Section):
-    name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
     lr: float = Field(gt=0, le=1)
+    name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
     weight_decay: float = Field(0.01, ge=0)  # AdamW: decoupled; the others: L2 in the gradient
     l1: float = Field(0.0, ge=0)  # an L1 penalty on the parameters weight decay covers (train/l1)
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
@@ -60,6 +60,13 @@ class OptimConfig(_Section):
             )
         if self.nesterov and not self.momentum:
             raise ValueError("optim.nesterov=true needs optim.momentum > 0")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError("each beta must be in [0, 1)")
+        return v
 
 
 class ScheduleConfig(_Section):
