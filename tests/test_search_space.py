@@ -87,14 +87,21 @@ def test_grid_points_only_for_finite_spaces(tmp_path):
     assert grid_points(load_space(PROJECTS / "digits/search.yaml", "digits", [], PROJECTS)) is None
 
 
-def test_the_optimizer_and_l1_are_searchable(tmp_path):
+def test_the_optimizer_l1_and_augmentation_are_searchable(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(
         "# which optimizer\noptim.name: {choice: [adamw, adam, sgd, rmsprop]}\n"
         "# an L1 penalty, from none to strong\noptim.l1: {uniform: [0.0, 0.001]}\n"
+        "# augmentation, off to strong\naugment.shift: {choice: [0.0, 0.125]}\n"
+        "# rotations, in degrees\naugment.rotate: {uniform: [0.0, 15.0]}\n"
     )
     loaded = load_space(space, "digits", [], PROJECTS)
     assert loaded["optim.name"].choices == ("adamw", "adam", "sgd", "rmsprop")
     for name in loaded["optim.name"].choices:  # each choice is a config the trainer accepts
         config = load_config("digits", [as_override("optim.name", name)], PROJECTS)
         assert config.optim.name == name
+    for shift in loaded["augment.shift"].choices:
+        assert (
+            load_config("digits", [as_override("augment.shift", shift)], PROJECTS).augment.shift
+            == shift
+        )

@@ -68,6 +68,7 @@ CASES: list[tuple[str, str, int, str, dict]] = [
     ("missing model folder", "train digits model.name=./no_model", 2, "is missing", {}),
     ("freezing more layers than exist", "train digits train.freeze_layers=9", 2, "only 3", {}),
     ("a setting of another optimizer", "train digits optim.momentum=0.9", 2, "not a setting", {}),
+    ("text augmentation of images", "train digits augment.mask=0.1", 2, "does not apply", {}),
     # -- the diagnosis
     ("a monitor threshold out of range", "train digits monitor.spike_z=-1", 2, "spike_z", {}),
     ("an unknown monitor action", "train digits monitor.on_spike=panic", 2, "'warn' or 'stop'", {}),

@@ -33,6 +33,7 @@ class SeedConfig(_Section):
     data_order: int | None = Field(None, ge=0)  # shuffling of the training set, epoch by epoch
     dropout: int | None = Field(None, ge=0)  # the torch RNG that dropout draws from
     split: int | None = Field(None, ge=0)  # only for projects that split data at run time
+    augment: int | None = Field(None, ge=0)  # the draws of training-time augmentation
 
 
 Action = Literal["warn", "stop"]

@@ -317,7 +317,9 @@ EXECUTION_KEYS = {
 # keys added after configurations were recorded: left out of the hash at their defaults, so a
 # configuration that does not use them keeps its hash
 NEUTRAL_DEFAULTS = {"optim": {"name": "adamw", "l1": 0.0, "momentum": None, "nesterov": None,
-                              "alpha": None}}  # fmt: skip
+                              "alpha": None},
+                    "augment": {"shift": 0.0, "rotate": 0.0, "noise": 0.0, "mask": 0.0,
+                                "delete": 0.0}}  # fmt: skip
 
 
 def config_hash(config: ProjectConfig) -> str:
@@ -334,6 +336,8 @@ def config_hash(config: ProjectConfig) -> str:
         for key, value in defaults.items():  # a config from before them hashes as it did
             if tree.get(section, {}).get(key, value) == value:
                 tree.get(section, {}).pop(key, None)
+        if tree.get(section) == {}:  # (a section added later, all at its defaults: `augment`)
+            tree.pop(section)
     for section, keys in EXECUTION_KEYS.items():
         for key in keys:
             tree.get(section, {}).pop(key, None)

@@ -29,7 +29,14 @@ from xp.config.base import DEFAULT_METRIC, SPLITS, SeedConfig, _Section, metrics
 # a param is a word a command line can carry: a number, a bool, a string, or null
 Scalar = bool | int | float | str | None
 PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-SEED_PLACEHOLDERS = ("seed", "seed.init", "seed.data_order", "seed.dropout", "seed.split")
+SEED_PLACEHOLDERS = (
+    "seed",
+    "seed.init",
+    "seed.data_order",
+    "seed.dropout",
+    "seed.split",
+    "seed.augment",
+)
 RUN_PLACEHOLDERS = ("run_dir", "resume", "threads", "device", "metric", "task", "project")
 RESERVED = frozenset({"seed", "data", "params", *RUN_PLACEHOLDERS})
 OPTIONAL = re.compile(r"\[([^\[\]]*)\]")  # `[--flag {placeholder}]`

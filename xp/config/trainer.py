@@ -111,6 +111,32 @@ class EvalConfig(_Section):
     retention: str | None = None
 
 
+IMAGE_AUGMENTS, TEXT_AUGMENTS = ("shift", "rotate", "noise"), ("mask", "delete")
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation, drawn from `seed.augment` (xp/train/augment.py); 0 is off."""
+
+    # images (model.kind cnn): per example, kornia's RandomAffine and RandomGaussianNoise
+    shift: float = Field(0.0, ge=0, lt=0.5)  # largest translation, a fraction of width and height
+    rotate: float = Field(0.0, ge=0, le=180)  # largest rotation, in degrees
+    noise: float = Field(0.0, ge=0, le=2)  # Gaussian noise sd, in units of the inputs' own sd
+    # text (model.kind hf): on token ids; special and padding tokens are never touched
+    mask: float = Field(0.0, ge=0, lt=1)  # share of tokens replaced by the mask token
+    delete: float = Field(0.0, ge=0, lt=1)  # share of tokens deleted (one is always kept)
+
+    def check(self, kind: str) -> None:
+        """An augmentation of the other input kind is a mistake, said in one line."""
+        wrong, right, inputs = ((TEXT_AUGMENTS, IMAGE_AUGMENTS, "images") if kind == "cnn"
+                                else (IMAGE_AUGMENTS, TEXT_AUGMENTS, "text"))  # fmt: skip
+        for key in wrong:
+            if getattr(self, key):
+                raise ValueError(
+                    f"augment.{key} does not apply to model.kind={kind}, which takes {inputs}; "
+                    f"use augment.{', augment.'.join(right)}"
+                )
+
+
 class Config(_Section):
     project: str
     task: Literal["classification", "regression"]
@@ -122,6 +148,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     monitor: MonitorConfig = MonitorConfig()
+    augment: AugmentConfig = AugmentConfig()
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -131,6 +158,7 @@ class Config(_Section):
     @model_validator(mode="after")
     def _consistent(self) -> Config:
         self.optim.check()
+        self.augment.check(self.model.kind)
         allowed = metrics_for(self.task)
         if self.eval.metric not in allowed:
             raise ValueError(

@@ -35,7 +35,7 @@ from xp.record.handoff import CHECKPOINT_TAG, OPENED_BY_TAG, STOP_CODES, Handoff
 from xp.record.track import Tracker, start_tracker
 from xp.record.workspace import Workspace
 from xp.train.data_audit import audit_splits, record_audit
-from xp.train.loop import Events, Result, _no_events
+from xp.train.result import Events, Result, no_events
 from xp.train.script_diagnosis import diagnose_script_run
 from xp.train.script_process import ScriptProcess
 from xp.train.seed import derive_seeds
@@ -49,7 +49,7 @@ def train_script(
     track: bool = True,
     resume: str | None = None,
     group: str | None = None,
-    events: Events = _no_events,
+    events: Events = no_events,
 ) -> Result:
     """Run one seed of a script project and record it.
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-PURPOSES = ("init", "data_order", "dropout", "split")
+# (a purpose added later goes last: `spawn` gives child i the same seed whatever follows it, so
+# every seed recorded before it was added is still what its master derives)
+PURPOSES = ("init", "data_order", "dropout", "split", "augment")
 
 
 def derive_seeds(master: int, overrides: dict[str, int | None] | None = None) -> dict[str, int]:
@@ -26,7 +28,8 @@ def derive_seeds(master: int, overrides: dict[str, int | None] | None = None) ->
         overrides: purpose -> seed; a non-None value replaces the derived one.
 
     Returns:
-        {"init": ..., "data_order": ..., "dropout": ..., "split": ...}, each in [0, 2**31).
+        {"init": ..., "data_order": ..., "dropout": ..., "split": ..., "augment": ...}, each in
+        [0, 2**31).
     """
     children = np.random.SeedSequence(master).spawn(len(PURPOSES))
     seeds = {p: int(c.generate_state(1)[0] & 0x7FFFFFFF) for p, c in zip(PURPOSES, children)}

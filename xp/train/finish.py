@@ -1,0 +1,84 @@
+"""The end of a run: test the kept checkpoint, compare with the trivial baseline, measure
+forgetting, analyse the errors, log the model, close."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from xp.config import Config, metrics_for
+from xp.record import supervise
+from xp.record.track import Tracker
+from xp.train import checkpoint, evaluation, retention
+from xp.train.evaluation import evaluate
+from xp.train.metrics import trivial_baseline
+from xp.train.result import Result, improved
+
+
+def finish(fit: Any, outcome: str, message: str) -> Result:
+    """Close a run whose loop (`xp.train.fit.Fit`, passed as `fit`) ended, not killed, with
+    `outcome`."""
+    config, tracker, state = fit.config, fit.tracker, fit.state
+    tracker.log_artifacts(fit.last_dir, "checkpoints/last")
+    if outcome == "failed":  # diverged: no model worth testing
+        tracker.set_tags({"xp.outcome": "failed", "xp.failure": message})
+        tracker.end("FAILED")
+        return Result(tracker.run_id, "failed", "FAILED", message, steps=state["step"])
+    if outcome == "pruned":  # a search trial stopped early: a result, never tested or ranked
+        tracker.set_tags({"xp.outcome": "pruned", "xp.pruned_at_step": str(state["step"]),
+                          "xp.best_step": str(state["best_step"])})  # fmt: skip
+        tracker.log_metrics({f"best/val/{k}": v for k, v in state["best_val"].items()},
+                            state["step"])  # fmt: skip
+        tracker.end("FINISHED")
+        return Result(tracker.run_id, "pruned", "FINISHED", message, steps=state["step"],
+                      best_val=state["best_val"])  # fmt: skip
+
+    model, device, splits = fit.model, fit.device, fit.splits
+    checkpoint.load_weights(fit.best_dir, model)
+    tracker.log_artifacts(fit.best_dir, "checkpoints/best")
+    test = evaluate(model, fit.feats["test"], config, device)
+    baseline = trivial_baseline(
+        config.task, splits["train"].targets, splits["test"].targets, config.model.num_labels
+    )
+    final = {f"test/{k}": v for k, v in test.items()}
+    final.update({f"best/val/{k}": v for k, v in state["best_val"].items()})
+    final.update({f"baseline/test/{k}": v for k, v in baseline.items()})
+    tracker.log_metrics(final, state["step"])
+    retention.record_after(tracker, fit.kept, model, device, config.eval.batch_size, state["step"])
+    evaluation.record_errors(tracker, model, fit.tokenizer, fit.feats["test"],
+                             splits["test"].inputs, config, device)  # fmt: skip
+    tracker.flush()  # the final metrics are recorded before the slow part, the model
+    metric = config.eval.metric
+    primary = metric if metric in baseline else metrics_for(config.task)[-1]
+    if not improved(test[primary], baseline[primary], primary, 0.0):
+        outcome = "failed"
+        message = (
+            f"test/{primary}={test[primary]:.4f} is no better than the trivial baseline "
+            f"({baseline[primary]:.4f})"
+        )
+    log_model(tracker, model, fit.tokenizer, config, splits)
+    status = "FAILED" if outcome == "failed" else "FINISHED"
+    tags = {"xp.outcome": outcome, "xp.best_step": str(state["best_step"])}
+    if message:
+        tags["xp.failure"] = message
+    tracker.set_tags(tags)
+    tracker.end(status)
+    return Result(tracker.run_id, outcome, status, message, test=test,
+                  best_val=state["best_val"], baseline=baseline, steps=state["step"])  # fmt: skip
+
+
+def log_model(
+    tracker: Tracker, model: torch.nn.Module, tokenizer: Any, config: Config, splits: dict[str, Any]
+) -> None:
+    if not tracker.enabled:
+        return
+    model.to("cpu").eval()
+    supervise.fault_point("log_model")
+    if tokenizer is not None:
+        task = "text-classification"
+        tracker.log_model({"model": model, "tokenizer": tokenizer}, "transformers", task=task)
+        return
+    example = np.asarray(splits["test"].inputs[:2], dtype=np.float32)
+    tracker.log_model(model, "pytorch", input_example=example)
