@@ -209,13 +209,26 @@ def test_promotions_gate_register_move_the_alias_and_load(digits_groups, monkeyp
     assert str(second.version) == "2" and float(second.tags["xp.p_value"]) < 0.05
     assert str(client.get_model_version_by_alias("digits-cnn", "previous").version) == "1"
 
-    # the champion predicts on raw 8x8 images
+    # the champion answers raw 8x8 images with labels and probabilities, not logits
     model = mlflow.pyfunc.load_model("models:/digits-cnn@champion")
     with np.load(repo / "data/digits/test.npz") as z:
-        logits = np.asarray(model.predict(z["X"].astype(np.float32)))
+        answer = model.predict(z["X"].astype(np.float32))
         labels = z["y"]
-    assert logits.shape == (len(labels), 5)
-    accuracy = (logits.argmax(1) == labels).mean()
+    names = ["5", "6", "7", "8", "9"]
+    assert list(answer.columns) == ["label", "score", *(f"prob_{n}" for n in names)]
+    probs = answer[[f"prob_{n}" for n in names]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (answer["score"] == probs.max(1)).all()
+    accuracy = (answer["label"].to_numpy() == np.array(names)[labels]).mean()
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+
+    served = TestClient(scoring_server.init(model))  # the app `mlflow models serve` runs
+    with np.load(repo / "data/digits/test.npz") as z:
+        reply = served.post("/invocations", json={"inputs": z["X"][:3].tolist()})
+    assert reply.status_code == 200, reply.text
+    rows = reply.json()["predictions"]
+    assert [r["label"] for r in rows] == answer["label"][:3].tolist()
+    assert rows[0]["score"] == pytest.approx(answer["score"][0]) and "prob_9" in rows[0]
     run_acc = mlflow.get_run(second.tags["xp.run_id"]).data.metrics["test/accuracy"]
     assert accuracy == pytest.approx(run_acc)  # the registered weights are the seed's best
 

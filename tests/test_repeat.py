@@ -97,7 +97,7 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     assert "verdict: none (no `--baseline` given)" in described
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent_id}
     assert {c.data.tags["xp.config_hash"] for c in children} == {tags["xp.config_hash"]}
-    for key in ("test/f1", "test/accuracy", "best/val/f1"):
+    for key in ("test/f1", "test/accuracy", "best/val/f1", "test:shifted/f1"):  # (+ OOD sets)
         values = [c.data.metrics[key] for c in children]
         assert metrics[f"{key}/mean"] == pytest.approx(np.mean(values))
         assert metrics[f"{key}/std"] == pytest.approx(np.std(values, ddof=1))
@@ -144,6 +144,8 @@ def test_repeat_records_parent_children_summary_and_reuses_on_rerun(digits_group
     assert [g["n"] for g in ranked["groups"]] == [3, 3]  # reproductions are not extra seeds
     assert [g["params"]["optim.lr"] for g in ranked["groups"]] == ["0.003", "0.001"]
     assert (repo / "forest.png").stat().st_size > 0
+    ood = json.loads(run([*cmd[:-3], "--metric", "test@noisy/f1"], repo, env=env).stdout)
+    assert ood["metric"] == "test:noisy/f1" and [g["n"] for g in ood["groups"]] == [3, 3]
     run(["mlflow", "run", ".", "-e", "compare", "-P", "project=digits", "--env-manager", "local"],
         repo, env=env)  # fmt: skip
     exps = [e.experiment_id for e in mlflow.MlflowClient().search_experiments()]
@@ -170,9 +172,15 @@ def test_a_seed_on_a_warm_worker_gives_the_metrics_it_gives_alone(digits_groups,
     assert final and final == {k: alone[k] for k in final}
 
 
-def test_seed_overrides_are_refused(repo):
+def test_seed_overrides_and_unknown_test_sets_are_refused(repo):
     proc = _repeat(repo, "seed=3", check=False)
     assert proc.returncode == 2 and "--seeds" in proc.stderr
+    proc = _repeat(repo, "--metric", "test@nowhere/f1", check=False)
+    assert (
+        proc.returncode == 2
+        and "--metric test:nowhere/f1: not a classification metric" in (proc.stderr)
+        and "test:shifted/<m>, test:noisy/<m>" in proc.stderr
+    )
 
 
 def test_mlflow_run_repeat_entry_point_and_a_nan_seed_that_fails_alone(repo):

@@ -23,7 +23,7 @@ from xp.record.workspace import Workspace
 from xp.train import fingerprint
 
 SUCCESS = ("ok", "early_stopped")
-SUMMARY_PREFIXES = ("test/", "best/val/", "retention/")
+SUMMARY_PREFIXES = ("test/", "test:", "best/val/", "retention/")  # (test:<name>/: extra test sets)
 
 
 class RepeatError(XpError):
@@ -393,16 +393,19 @@ def repeat(
     Raises:
         XpError: bad seeds or metric, unknown baseline, missing data.
     """
-    from xp.config import metrics_for
+    from xp.config import metric_key, metrics_for
 
     seeds = parse_seeds(seeds_spec)
     if any(o.split("=", 1)[0].split(".")[0] == "seed" for o in overrides):
         raise RepeatError("seeds of a repeat come from --seeds, not seed=... overrides")
-    metric = metric or f"test/{config.eval.metric}"
+    metric = metric_key(metric or f"test/{config.eval.metric}")
     name = metric.rsplit("/", 1)[-1]
-    if not metric.startswith(("test/", "best/val/")) or name not in metrics_for(config.task):
+    prefixes = ("test/", "best/val/", *(f"test:{t}/" for t in config.data.extra_tests))
+    if not metric.startswith(prefixes) or name not in metrics_for(config.task):
         allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
-        raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}")
+        extra = ", ".join(f"test:{t}/<m>" for t in config.data.extra_tests)
+        raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}"
+                          + (f" (or an extra test set's: {extra})" if extra else ""))  # fmt: skip
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
     executor.warm_up(len(seeds), config.train.numerics)  # workers import while we set up
     from xp.record import tags as record

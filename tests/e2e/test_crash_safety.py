@@ -81,7 +81,7 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(crash, point, monkeypat
     if point == "setup":  # killed before its first checkpoint: from step 0
         assert done.data.tags["xp.resumed_at_step"] == "0"
     model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    assert model.predict(np.zeros((1, 8, 8), dtype=np.float32)).shape == (1, 5)
+    assert model.predict(np.zeros((1, 8, 8), dtype=np.float32)).shape == (1, 7)  # label, score, 5
 
 
 def _seed_pids(repo, parent_id: str) -> dict[str, int]:

@@ -25,7 +25,7 @@ from xp.cli.terminal import (
     print_reproduction,
     print_summary,
 )
-from xp.config import split_extra_args
+from xp.config import metric_key, split_extra_args
 from xp.record.supervise import leave, terminate_as_interrupt
 from xp.record.track import tag_project_run
 from xp.train.console import EXIT_FAILED_RUN, EXIT_KILLED, EXIT_USER_ERROR
@@ -201,6 +201,7 @@ def compare(
 
         workspace = _workspace()
         configure_store(workspace)
+        metric = metric_key(metric)  # (`test@ood/f1` as the run schema spells it: `test:ood/f1`)
         result = rank_groups(fetch_runs(project, experiment, filter_string), metric, alpha)
         if plot:
             forest_plot(result, plot)
@@ -256,7 +257,8 @@ def promote(
         from xp.record.store import configure_store
 
         configure_store(_workspace())
-        policy = Policy(alias, metric, min_seeds, alpha, max_failed, max_leakage)
+        policy = Policy(alias, metric and metric_key(metric), min_seeds, alpha, max_failed,
+                        max_leakage)  # fmt: skip
         ev = run_promote(run_id, name, policy, dry_run=dry_run)
     except PromotionRefused as e:
         print_gates(e.gates)

@@ -15,6 +15,7 @@ from xp.config.base import (
     MonitorConfig,
     SeedConfig,
     higher_is_better,
+    metric_key,
     metrics_for,
     split_paths,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "MonitorConfig", "OptimConfig", "ProjectConfig", "ScheduleConfig", "ScriptConfig", "SeedConfig",
     "TrainConfig",
     "check_project_name", "config_hash", "data_paths", "differences", "flatten",
-    "higher_is_better", "known_projects", "load_config", "metrics_for", "parse_overrides",
-    "read_yaml", "render", "run_name", "split_extra_args", "split_paths", "to_yaml", "validate",
+    "higher_is_better", "known_projects", "load_config", "metric_key", "metrics_for",
+    "parse_overrides", "read_yaml", "render", "run_name", "split_extra_args", "split_paths",
+    "to_yaml", "validate",
 ]  # fmt: skip

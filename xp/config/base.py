@@ -78,6 +78,13 @@ def split_paths(cfg: Any) -> dict[str, str]:
     return {name: getattr(cfg, name) for name in SPLITS}
 
 
+def metric_key(name: str) -> str:
+    """A metric name as the store holds it. An extra test set's metrics are `test@<name>/<m>` as
+    the run schema spells them, but MLflow refuses `@` in a metric's name (letters, digits and
+    `_-. :/` only), so they are recorded `test:<name>/<m>`; either spelling is accepted."""
+    return "test:" + name[len("test@") :] if name.startswith("test@") else name
+
+
 def metrics_for(task: str) -> tuple[str, ...]:
     """The metric names a task reports (`val/<m>`, `test/<m>`)."""
     return METRICS[task]

@@ -305,9 +305,10 @@ def flatten(config: ProjectConfig) -> dict[str, str]:
     return flat
 
 
-# how a run is executed, not what is trained: `--jobs` divides threads, a GPU replaces the CPU
-# how a run is executed and watched, not what it trains: left out of the hash and the differences
+# how a run is executed, watched and measured, not what it trains: left out of the hash and the
+# differences (`--jobs` divides threads, a GPU replaces the CPU, another test set measures more)
 EXECUTION_KEYS = {
+    "data": ("extra_tests",),  # (more test sets measure a model; they do not change it)
     "train": ("threads", "device", "checkpoint_every", "numerics"),
     "eval": ("train_sample", "retention"),
     "monitor": tuple(MonitorConfig.model_fields),
@@ -326,9 +327,9 @@ def config_hash(config: ProjectConfig) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
     Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`,
-    `train.numerics`, `eval.train_sample`, `eval.retention`, `monitor.*`) are left out too: the
-    same configuration run 2 seeds at a time, on a GPU, with portable kernels or watched and
-    measured otherwise is still the same configuration.
+    `train.numerics`, `data.extra_tests`, `eval.train_sample`, `eval.retention`, `monitor.*`) are
+    left out too: the same configuration run 2 seeds at a time, on a GPU, with portable kernels or
+    watched and measured otherwise is still the same configuration.
     """
     tree = config.model_dump(mode="json")
     tree.pop("seed")

@@ -20,6 +20,19 @@ class DataConfig(_Section):
     label_names: list[str] | None = None  # class names, in label order; shown by the logged model
     max_length: int = Field(32, ge=1, le=4096)
     train_limit: int | None = Field(None, ge=1)  # few-shot: keep the first N training rows
+    # more test sets, {name: path} (out-of-distribution ones): `test:<name>/<m>` on the kept model
+    extra_tests: dict[str, str] = {}
+
+    @field_validator("extra_tests")
+    @classmethod
+    def _test_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(
+                    f"extra test set name {name!r}: use letters, digits, _ and - (it becomes the "
+                    f"metric prefix test:<name>/)"
+                )
+        return v
 
 
 class ModelConfig(_Section):

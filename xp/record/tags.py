@@ -47,6 +47,7 @@ def data_inputs(config: ProjectConfig, model_source: tuple[str, str]) -> dict[st
     if isinstance(config, ScriptConfig):
         return data_paths(config)
     paths = dict(split_paths(config.data))
+    paths.update({f"test:{name}": path for name, path in config.data.extra_tests.items()})
     if config.eval.retention:  # the pre-trained model's own task (forgetting)
         paths["retention"] = config.eval.retention
     kind, _ = model_source

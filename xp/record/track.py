@@ -184,18 +184,24 @@ class MlflowTracker:
             import mlflow.transformers as mod
 
             packages = ("torch", "transformers", "tokenizers", "safetensors")
-        else:
-            import mlflow.pytorch as mod
+        else:  # pytorch, or pyfunc: a torch model behind a python_model (`xp.train.served`)
+            import mlflow.pyfunc
+            import mlflow.pytorch
 
-            packages = ("torch", "numpy")
+            mod = mlflow.pyfunc if flavor == "pyfunc" else mlflow.pytorch
+            packages = ("torch", "numpy", "pandas")
+            if flavor == "pyfunc":
+                kwargs = {"python_model": model, **kwargs}
             kwargs.setdefault("code_paths", [str(Path(xp.__file__).parent)])  # DigitsCNN's code
             # pickled with its code (code_paths), not MLflow 3's default of a torch.export
             # program, which traces the model again on every run (~1.5 s of each seed's record)
-            kwargs.setdefault("serialization_format", "pickle")
+            if flavor == "pytorch":
+                kwargs.setdefault("serialization_format", "pickle")
         reqs = [f"{p}=={version(p).split('+')[0]}" for p in packages]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            info = mod.log_model(model, name="model", pip_requirements=reqs, **kwargs)
+            args = () if flavor == "pyfunc" else (model,)
+            info = mod.log_model(*args, name="model", pip_requirements=reqs, **kwargs)
         return info.model_uri
 
     def end(self, status: str) -> None:

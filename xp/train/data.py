@@ -105,7 +105,36 @@ def load_splits(
     if limit is not None:
         tr = out["train"]
         out["train"] = Split(tr.inputs[:limit], tr.targets[:limit])
+    for name, path in config.data.extra_tests.items():  # `test:<name>`: measured, never trained on
+        try:
+            out[f"test:{name}"] = load_split(root / path, config.data, config.task, f"test:{name}")
+        except DataParseError as e:
+            hint = _dvc_hint((versions or {}).get(f"test:{name}"))
+            raise DataParseError(e.name, e.path, e.reason, hint) from None
+    if config.task == "classification":
+        for name, split in out.items():
+            _check_labels(name, split, config.model.num_labels)
     return out
+
+
+def extra_test_names(splits: dict[str, Any]) -> list[str]:
+    """The extra test sets among `splits` (`test:<name>` keys), in config order."""
+    return [name for name in splits if name.startswith("test:")]
+
+
+def _check_labels(name: str, split: Split, num_labels: int) -> None:
+    """Class labels the model can predict: 0 .. num_labels - 1.
+
+    Raises:
+        DataError: a label outside that range.
+    """
+    bad = np.unique(split.targets[(split.targets < 0) | (split.targets >= num_labels)])
+    if len(bad):
+        shown = ", ".join(str(v) for v in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise DataError(
+            f"{name} has labels {shown} that model.num_labels={num_labels} cannot predict "
+            f"(labels run 0..{num_labels - 1})"
+        )
 
 
 def to_tensors(split: Split, tokenizer: Any = None, max_length: int = 32) -> dict[str, Any]:

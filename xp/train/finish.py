@@ -12,6 +12,7 @@ from xp.config import Config, metrics_for
 from xp.record import supervise
 from xp.record.track import Tracker
 from xp.train import checkpoint, evaluation, retention
+from xp.train.data import extra_test_names
 from xp.train.evaluation import evaluate
 from xp.train.metrics import trivial_baseline
 from xp.train.result import Result, improved
@@ -43,6 +44,9 @@ def finish(fit: Any, outcome: str, message: str) -> Result:
         config.task, splits["train"].targets, splits["test"].targets, config.model.num_labels
     )
     final = {f"test/{k}": v for k, v in test.items()}
+    extra = {name.split(":", 1)[1]: evaluate(model, fit.feats[name], config, device)
+             for name in extra_test_names(splits)}  # fmt: skip
+    final.update({f"test:{n}/{k}": v for n, metrics in extra.items() for k, v in metrics.items()})
     final.update({f"best/val/{k}": v for k, v in state["best_val"].items()})
     final.update({f"baseline/test/{k}": v for k, v in baseline.items()})
     tracker.log_metrics(final, state["step"])
@@ -65,8 +69,8 @@ def finish(fit: Any, outcome: str, message: str) -> Result:
         tags["xp.failure"] = message
     tracker.set_tags(tags)
     tracker.end(status)
-    return Result(tracker.run_id, outcome, status, message, test=test,
-                  best_val=state["best_val"], baseline=baseline, steps=state["step"])  # fmt: skip
+    return Result(tracker.run_id, outcome, status, message, test=test, best_val=state["best_val"],
+                  baseline=baseline, steps=state["step"], extra_tests=extra)  # fmt: skip
 
 
 def log_model(
@@ -81,4 +85,10 @@ def log_model(
         tracker.log_model({"model": model, "tokenizer": tokenizer}, "transformers", task=task)
         return
     example = np.asarray(splits["test"].inputs[:2], dtype=np.float32)
+    if config.task == "classification":  # answers labels and probabilities, not logits
+        from xp.train.served import LabelledClassifier
+
+        names = config.data.label_names or [str(i) for i in range(config.model.num_labels)]
+        tracker.log_model(LabelledClassifier(model, names), "pyfunc", input_example=example)
+        return
     tracker.log_model(model, "pytorch", input_example=example)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from xp import XpError
-from xp.config import Config
+from xp.config import SPLITS, Config
 from xp.diagnose import audit
 from xp.record import numerics, supervise
 from xp.record import tags as record
@@ -106,7 +106,8 @@ def train(
     if skipped:
         events("warning", {"message": skipped})
     splits = load_splits(config, root, prov.data)
-    audited, not_audited = audit_splits(config, workspace, prov.data, splits)
+    main = {name: splits[name] for name in SPLITS}  # (the audit's pairs; extra test sets aside)
+    audited, not_audited = audit_splits(config, workspace, prov.data, main)
     said = audit.warning(audited) if audited else None
     if said:
         events("warning", {"message": said})

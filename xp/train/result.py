@@ -23,6 +23,7 @@ class Result:
     steps: int = 0
     signal: str = ""  # SIGINT / SIGTERM for a killed run
     fit_seconds: float = 0.0  # wall time of the training loop alone (benchmarks compare this)
+    extra_tests: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> metrics
 
 
 Events = Callable[[str, dict[str, Any]], None]
