@@ -38,6 +38,8 @@ from xp.config.load import (
 )
 from xp.config.script import ScriptConfig, data_paths, render
 from xp.config.trainer import (
+    AdapterConfig,
+    AugmentConfig,
     Config,
     DataConfig,
     EvalConfig,
@@ -49,7 +51,8 @@ from xp.config.trainer import (
 
 __all__ = [
     "CLASSIFICATION_METRICS", "EXECUTION_KEYS", "LOWER_IS_BETTER", "REGRESSION_METRICS", "SPLITS",
-    "YAML_WORDS", "Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig",
+    "YAML_WORDS", "AdapterConfig", "AugmentConfig", "Config", "ConfigError", "DataConfig",
+    "EvalConfig", "ModelConfig",
     "MonitorConfig", "OptimConfig", "ProjectConfig", "ScheduleConfig", "ScriptConfig", "SeedConfig",
     "TrainConfig",
     "check_project_name", "config_hash", "data_paths", "differences", "flatten",

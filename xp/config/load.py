@@ -310,7 +310,7 @@ def flatten(config: ProjectConfig) -> dict[str, str]:
 EXECUTION_KEYS = {
     "data": ("extra_tests",),  # (more test sets measure a model; they do not change it)
     "train": ("threads", "device", "checkpoint_every", "numerics"),
-    "eval": ("train_sample", "retention"),
+    "eval": ("train_sample", "retention", "merge_tolerance"),
     "monitor": tuple(MonitorConfig.model_fields),
 }
 
@@ -319,6 +319,7 @@ EXECUTION_KEYS = {
 # configuration that does not use them keeps its hash
 NEUTRAL_DEFAULTS = {"optim": {"name": "adamw", "l1": 0.0, "momentum": None, "nesterov": None,
                               "alpha": None},
+                    "model": {"adapter": None},
                     "augment": {"shift": 0.0, "rotate": 0.0, "noise": 0.0, "mask": 0.0,
                                 "delete": 0.0}}  # fmt: skip
 
@@ -327,7 +328,8 @@ def config_hash(config: ProjectConfig) -> str:
     """A stable hash of the resolved config without its seeds: equal for all seeds of one config.
 
     Execution settings (`train.threads`, `train.device`, `train.checkpoint_every`,
-    `train.numerics`, `data.extra_tests`, `eval.train_sample`, `eval.retention`, `monitor.*`) are
+    `train.numerics`, `data.extra_tests`, `eval.train_sample`, `eval.retention`,
+    `eval.merge_tolerance`, `monitor.*`) are
     left out too: the same configuration run 2 seeds at a time, on a GPU, with portable kernels or
     watched and measured otherwise is still the same configuration.
     """

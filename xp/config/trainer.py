@@ -35,12 +35,42 @@ class DataConfig(_Section):
         return v
 
 
+class AdapterConfig(_Section):
+    """Parameter-efficient fine-tuning through peft: the base model frozen, small adapters and the
+    new head trained (xp/train/adapter.py)."""
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(8, ge=1, le=4096)  # the rank of each low-rank update
+    alpha: float = Field(16.0, gt=0)  # the update is scaled by alpha / r
+    dropout: float = Field(0.0, ge=0, lt=1)  # dropout on the adapter's input
+    # module names to adapt (`query`, `value`, ...); None: peft's default for the architecture
+    target_modules: list[str] | None = None
+
+
 class ModelConfig(_Section):
     kind: Literal["hf", "cnn"]
     name: str  # local path (relative to the repo), pkg://<module>/<dir>, or a hub id
     num_labels: int = Field(ge=1)
     dropout: float | None = Field(None, ge=0, lt=1)  # None keeps the checkpoint's own
     reinit_layers: int = Field(0, ge=0)  # re-initialise the top k layers before training
+    adapter: AdapterConfig | None = None  # LoRA: train adapters on a frozen base
+
+    def check(self, train: TrainConfig) -> None:
+        """What an adapter does not combine with, said in one line."""
+        if self.adapter is None:
+            return
+        if self.kind != "hf":
+            raise ValueError(f"model.adapter needs model.kind=hf (peft on a transformer); "
+                             f"this model is {self.kind}")  # fmt: skip
+        if self.reinit_layers:
+            raise ValueError(
+                "model.reinit_layers does not combine with model.adapter: the re-initialised "
+                "layers would stay frozen at random values"
+            )
+        for key in ("freeze_layers", "unfreeze_every"):  # (frozen embeddings: frozen anyway)
+            if getattr(train, key):
+                raise ValueError(f"train.{key} does not combine with model.adapter: the adapter "
+                                 f"decides what trains (the base stays frozen)")  # fmt: skip
 
 
 # what each optimizer takes besides lr and weight decay
@@ -122,6 +152,8 @@ class EvalConfig(_Section):
     train_sample: int | None = Field(None, ge=0)
     # the pre-trained model's own task (a split file its head was trained for): forgetting
     retention: str | None = None
+    # an adapter run's merge check: the merged model's outputs may differ by this much at most
+    merge_tolerance: float = Field(1e-4, gt=0)
 
 
 IMAGE_AUGMENTS, TEXT_AUGMENTS = ("shift", "rotate", "noise"), ("mask", "delete")
@@ -172,6 +204,7 @@ class Config(_Section):
     def _consistent(self) -> Config:
         self.optim.check()
         self.augment.check(self.model.kind)
+        self.model.check(self.train)
         allowed = metrics_for(self.task)
         if self.eval.metric not in allowed:
             raise ValueError(

@@ -50,9 +50,11 @@ def data_inputs(config: ProjectConfig, model_source: tuple[str, str]) -> dict[st
     paths.update({f"test:{name}": path for name, path in config.data.extra_tests.items()})
     if config.eval.retention:  # the pre-trained model's own task (forgetting)
         paths["retention"] = config.eval.retention
-    kind, _ = model_source
+    kind, location = model_source
     if kind == "path":
         paths["backbone"] = config.model.name
+    elif kind == "package" and config.model.adapter is not None:  # an adapter's base: versioned
+        paths["backbone"] = location
     return paths
 
 

@@ -189,7 +189,7 @@ class MlflowTracker:
             import mlflow.pytorch
 
             mod = mlflow.pyfunc if flavor == "pyfunc" else mlflow.pytorch
-            packages = ("torch", "numpy", "pandas")
+            packages = ("torch", "numpy", "pandas", *kwargs.pop("extra_packages", ()))
             if flavor == "pyfunc":
                 kwargs = {"python_model": model, **kwargs}
             kwargs.setdefault("code_paths", [str(Path(xp.__file__).parent)])  # DigitsCNN's code

@@ -11,9 +11,9 @@ import torch
 from xp.config import Config, metrics_for
 from xp.record import supervise
 from xp.record.track import Tracker
-from xp.train import checkpoint, evaluation, retention
+from xp.train import adapter, checkpoint, evaluation, retention
 from xp.train.data import extra_test_names
-from xp.train.evaluation import evaluate
+from xp.train.evaluation import evaluate, logits_of
 from xp.train.metrics import trivial_baseline
 from xp.train.result import Result, improved
 
@@ -62,7 +62,18 @@ def finish(fit: Any, outcome: str, message: str) -> Result:
             f"test/{primary}={test[primary]:.4f} is no better than the trivial baseline "
             f"({baseline[primary]:.4f})"
         )
-    log_model(tracker, model, fit.tokenizer, config, splits)
+    if config.model.adapter is not None:  # the merged model must answer as the adapter does
+        diff = adapter.merge_check(model, fit.feats["validation"],
+                                   lambda m, f: logits_of(m, f, config, device)[0])  # fmt: skip
+        tracker.log_metrics({"adapter/merge_max_diff": diff}, state["step"])
+        tol = config.eval.merge_tolerance
+        tracker.set_tags({"xp.adapter.merge_check": "ok" if diff <= tol else "failed"})
+        if diff > tol:  # (said first: the model that would be served is not the one tested)
+            said = (f"merge check: the merged model's outputs differ from the adapter model's "
+                    f"by {diff:.3g} > eval.merge_tolerance={tol:g}")  # fmt: skip
+            message = said + (f"; {message}" if outcome == "failed" else "")
+            outcome = "failed"
+    log_model(tracker, model, fit.tokenizer, config, splits, fit.base)
     status = "FAILED" if outcome == "failed" else "FINISHED"
     tags = {"xp.outcome": outcome, "xp.best_step": str(state["best_step"])}
     if message:
@@ -74,12 +85,30 @@ def finish(fit: Any, outcome: str, message: str) -> Result:
 
 
 def log_model(
-    tracker: Tracker, model: torch.nn.Module, tokenizer: Any, config: Config, splits: dict[str, Any]
+    tracker: Tracker,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: Config,
+    splits: dict[str, Any],
+    base: dict[str, Any] | None = None,
 ) -> None:
     if not tracker.enabled:
         return
     model.to("cpu").eval()
     supervise.fault_point("log_model")
+    if base is not None:  # the adapter alone, and the base's identity (xp/train/served.py)
+        import tempfile
+        from pathlib import Path
+
+        from xp.train.served import AdapterTextModel
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = adapter.save(
+                model, tokenizer, base, config.data.max_length, Path(tmp) / "adapter"
+            )  # (its name in the logged model)
+            tracker.log_model(AdapterTextModel(), "pyfunc", artifacts={"adapter": str(folder)},
+                              extra_packages=("transformers", "tokenizers", "peft"))  # fmt: skip
+        return
     if tokenizer is not None:
         task = "text-classification"
         tracker.log_model({"model": model, "tokenizer": tokenizer}, "transformers", task=task)

@@ -24,6 +24,7 @@ from xp.record import supervise
 from xp.record.track import Tracker
 from xp.record.workspace import Workspace
 from xp.train import checkpoint, recipe, retention
+from xp.train.adapter import counts
 from xp.train.augment import Augmenter
 from xp.train.data import take
 from xp.train.evaluation import evaluate, fixed_sample, loss_fn, record_diagnosis, to_device
@@ -76,6 +77,7 @@ class Fit:
         should_stop: StopHook | None,
         kept: retention.Retention,
         augment: Augmenter,
+        base: dict[str, Any] | None = None,
     ) -> None:
         self.config, self.model, self.tokenizer = config, model, tokenizer
         self.feats, self.splits, self.seeds, self.device = feats, splits, seeds, device
@@ -116,6 +118,7 @@ class Fit:
         self.sample = fixed_sample(feats["train"], config.eval.train_sample,
                                    len(feats["validation"]["labels"]))  # fmt: skip
         self.augment = augment  # a pure function of (seed.augment, epoch, batch): resumes redraw
+        self.base = base  # an adapter's base model identity (`xp.train.adapter.identity`)
         self.fault = lr_fault()
         # fault injection, to test failure handling end to end: XP_FAULT_NAN_SEEDS=2,5
         self.nan_fault = str(config.seed.master) in os.environ.get("XP_FAULT_NAN_SEEDS",
@@ -123,6 +126,11 @@ class Fit:
         self.logged_best = self.state["best_step"] if saved is not None else None
         self.trainable_from: int | None = None
         self.alarm: Any = None  # the monitor's last alarm (a rule set to `stop` ends the run)
+        self._set_trainable(self.state["step"])
+        if not tracker.resumed:  # what trains as the run starts (an adapter: its own share)
+            trainable, total = counts(model)
+            tracker.set_tags({"xp.model.trainable_params": str(trainable),
+                              "xp.model.total_params": str(total)})  # fmt: skip
 
     # -- checkpoints ---------------------------------------------------------------------------
     def snapshot(self, directory: Path) -> None:
@@ -146,6 +154,8 @@ class Fit:
 
     # -- one optimizer step --------------------------------------------------------------------
     def _set_trainable(self, step: int) -> None:
+        if self.config.model.adapter is not None:  # peft decided: adapters and head only
+            return
         lowest = lowest_trainable(self.config, len(self.groups), step)
         if lowest != self.trainable_from:  # (un)freeze only when the schedule moves
             for depth, (_, params) in enumerate(self.groups):

@@ -22,13 +22,13 @@ from xp.record import numerics, supervise
 from xp.record import tags as record
 from xp.record.track import start_tracker
 from xp.record.workspace import Workspace
-from xp.train import fingerprint, retention
+from xp.train import adapter, fingerprint, retention
 from xp.train.augment import Augmenter
 from xp.train.data import load_splits, to_tensors
 from xp.train.data_audit import audit_splits, record_audit
 from xp.train.devices import device_label, pick_device
 from xp.train.fit import Fit
-from xp.train.models import build_model
+from xp.train.models import build_model, resolve_source
 from xp.train.monitoring import check_notify, lr_fault
 from xp.train.recipe import check_layers
 from xp.train.result import Events, Result, StopHook, no_events
@@ -127,6 +127,11 @@ def train(
 
     tags = record.training_tags(config, prov, workspace, overrides or [], group)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
+    base = None
+    if config.model.adapter is not None:  # the base model's identity, as the logged model has it
+        base = adapter.identity(model, config.model.name, *resolve_source(config.model.name, root),
+                                prov.data.get("backbone", {}).get("md5"))  # fmt: skip
+        tags.update(adapter.tags(model, base))
     lock, saved, recorded = None, None, {}
     if resume:  # every check before the run is reopened: a refusal leaves it as it was
         recorded, lock, saved = claim(workspace, resume, config.project, tags, model)
@@ -146,4 +151,4 @@ def train(
         events("start", {"run_id": tracker.run_id, "tracking": tracker.enabled})
         supervise.fault_point("setup")
         return Fit(config, workspace, model, tokenizer, feats, splits, seeds, device, tracker,
-                   saved, events, should_stop, kept, augment).run()  # fmt: skip
+                   saved, events, should_stop, kept, augment, base).run()  # fmt: skip

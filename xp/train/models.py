@@ -126,6 +126,10 @@ def build_model(config: Config, root: Path, seed_init: int) -> tuple[Any, Any, d
             if isinstance(m, torch.nn.Dropout):
                 m.p = cfg.dropout
     reinit_top_layers(model, cfg.reinit_layers)
+    if cfg.adapter is not None:  # (LoRA's own initial values draw from seed.init too)
+        from xp.train import adapter
+
+        model = adapter.wrap(model, cfg.adapter, cfg.name)
     return model, tokenizer, {"kind": kind, "location": where if kind != "path" else cfg.name}
 
 
@@ -137,8 +141,15 @@ def forward(model: Any, batch: dict[str, Any]) -> Any:
     return model(**inputs).logits
 
 
+def encoder(model: Any) -> Any:
+    """A Hugging Face model's body below its head (BERT's `bert`), through a peft wrapper."""
+    if hasattr(model, "get_base_model"):  # a peft model: its transformer, adapters inside
+        model = model.get_base_model()
+    return model.base_model
+
+
 def _hf_parts(model: Any) -> tuple[Any, list[Any]]:
-    base = model.base_model
+    base = encoder(model)
     return base.embeddings, list(base.encoder.layer)
 
 

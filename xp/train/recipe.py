@@ -21,6 +21,8 @@ def param_groups(model: torch.nn.Module, config: Config) -> list[dict[str, Any]]
     top = len(groups) - 1
     out = []
     for depth, (name, params) in enumerate(groups):
+        if config.model.adapter is not None:  # the frozen base is not the optimizer's
+            params = [(n, p) for n, p in params if p.requires_grad]
         scale = config.optim.layer_decay ** (top - depth)  # head 1.0, each layer below * decay
         decay = [p for n, p in params if p.ndim > 1]
         no_decay = [p for n, p in params if p.ndim <= 1]  # biases, LayerNorm/BatchNorm weights

@@ -28,7 +28,7 @@ from xp import XpError
 from xp.config import Config
 from xp.train.data import load_split, take, to_tensors
 from xp.train.evaluation import fixed_sample, to_device
-from xp.train.models import resolve_source
+from xp.train.models import encoder, resolve_source
 
 PROBE_SIZE = 512  # validation rows the features are compared on (all of them if fewer)
 
@@ -61,7 +61,7 @@ def features(model: Any, feats: dict[str, Any], device: torch.device, batch: int
             h = model.head[:-1](x)  # pool, flatten, dropout (off in eval mode)
         else:
             inputs = {k: v for k, v in b.items() if k != "labels"}
-            h = model.base_model(**inputs).last_hidden_state[:, 0]
+            h = encoder(model)(**inputs).last_hidden_state[:, 0]
         out.append(h.float().cpu().numpy())
     return np.concatenate(out)
 

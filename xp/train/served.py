@@ -34,3 +34,80 @@ class LabelledClassifier(mlflow.pyfunc.PythonModel):
         for j, name in enumerate(self.labels):
             out[f"prob_{name}"] = probs[:, j]
         return out
+
+
+class AdapterTextModel(mlflow.pyfunc.PythonModel):
+    """A LoRA run's logged model: the adapter alone, put back on its base at load time.
+
+    The base is found from its identity (`base.json`, `xp.train.adapter.identity`): a package's
+    folder (`pkg://<module>/<dir>`), a local folder (where it was, or the same path relative to
+    the working directory), or a hub id at its recorded revision. A local or package base whose
+    files differ from those the adapter was trained on is refused in one line.
+    """
+
+    def load_context(self, context: Any) -> None:
+        import json
+        from pathlib import Path
+
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        folder = Path(context.artifacts["adapter"])
+        base = json.loads((folder / "base.json").read_text())
+        where = _locate_base(base)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        labels = {int(k): v for k, v in base["id2label"].items()}
+        model = AutoModelForSequenceClassification.from_pretrained(
+            where, num_labels=base["num_labels"], problem_type=base["problem_type"],
+            id2label=labels, label2id={v: k for k, v in labels.items()},
+            ignore_mismatched_sizes=True, revision=base.get("revision") or None,
+        )  # fmt: skip
+        self.model = PeftModel.from_pretrained(model, folder).eval()
+        self.labels, self.max_length = labels, base.get("max_length", 512)
+        self.regression = base["problem_type"] == "regression"
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+        import pandas as pd
+        import torch
+
+        if isinstance(model_input, pd.DataFrame):
+            texts = [str(t) for t in model_input.iloc[:, 0]]
+        else:
+            texts = [str(t) for t in np.asarray(model_input).ravel()]
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")  # fmt: skip
+        with torch.no_grad():
+            logits = self.model(**enc).logits.float()
+        if self.regression:
+            return pd.DataFrame({"score": logits[:, 0].numpy()})
+        probs = torch.softmax(logits, -1).numpy()
+        best = probs.argmax(1)
+        return pd.DataFrame({"label": [self.labels[i] for i in best],
+                             "score": probs[np.arange(len(best)), best]})  # fmt: skip
+
+
+def _locate_base(base: dict[str, Any]) -> str:
+    """Where the adapter's base model is on this machine, checked against its recorded files."""
+    import importlib.util
+    from pathlib import Path
+
+    name, kind = base["name"], base["kind"]
+    if kind == "hub":
+        return name
+    if kind == "package":
+        module, _, sub = name.removeprefix("pkg://").partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"the adapter's base {name} needs the package {module!r} installed")
+        where = Path(next(iter(spec.submodule_search_locations))) / sub
+    else:
+        where = next((p for p in (Path(base["location"]), Path(name)) if p.is_dir()), None)
+        if where is None:
+            raise RuntimeError(f"the adapter's base folder {name} is not here (nor at "
+                               f"{base['location']}); `dvc pull` it")  # fmt: skip
+    from xp.train.adapter import file_md5s
+
+    if base.get("files") and file_md5s(where) != base["files"]:
+        raise RuntimeError(f"the base model at {where} is not the one this adapter was trained "
+                           f"on (md5 {base.get('md5')}): its files differ")  # fmt: skip
+    return str(where)
