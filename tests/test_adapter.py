@@ -21,6 +21,9 @@ def _lora(repo, tiny_bert, *extra: str):
 
 
 def test_lora_trains_adapters_on_a_frozen_base_and_logs_the_adapter_alone(repo, tiny_bert):
+    import shutil
+
+    tiny_bert = shutil.copytree(tiny_bert, repo.parent / "base")  # (changed at the end)
     config = _lora(repo, tiny_bert)
     whole = train(config, repo)
     killed = train(config, repo, events=_kill_at(5))
@@ -80,3 +83,22 @@ def test_adapter_settings_that_cannot_work_are_one_line_and_record_nothing(repo,
             _lora(repo, tiny_bert, bad)
     with pytest.raises(ConfigError, match="model.adapter needs model.kind=hf"):
         load_config("digits", ["model.adapter.r=4"], repo / "projects")
+
+
+def test_a_script_s_peft_model_is_recorded_the_way_xp_records_its_own(tiny_bert, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from xp.train import adapter
+
+    plain = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    seen = adapter.recorded(plain, tmp_path)
+    assert seen["xp.model.trainable_params"] == seen["xp.model.total_params"]
+    assert not any(k.startswith("xp.adapter.") for k in seen)
+
+    lora = get_peft_model(plain, LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["value"]))
+    seen = adapter.recorded(lora, tmp_path)
+    assert int(seen["xp.model.trainable_params"]) < int(seen["xp.model.total_params"]) / 10
+    assert json.loads(seen["xp.adapter.config"])["target_modules"] == ["value"]
+    assert seen["xp.adapter.base"] == str(tiny_bert) and seen["xp.adapter.base_kind"] == "path"
+    assert seen["xp.adapter.base_md5"].endswith(".dir")

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from xp.config import config_hash, load_config
+from xp.judge import DIFFERS, IDENTICAL, explain
 from xp.record import numerics
-from xp.reproduce import DIFFERS, IDENTICAL, explain
 
 CHECK = """
 import os, sys

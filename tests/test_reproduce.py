@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FAST_DIGITS, git, run
-from xp.reproduce import (
+from xp.judge import (
     DIFFERS,
     IDENTICAL,
     WITHIN,

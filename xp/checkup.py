@@ -84,7 +84,7 @@ def run_checkup(run: Any) -> dict[str, Any]:
 
 def repeat_checkup(parent: Any) -> dict[str, Any]:
     """The checkup of a repeat: over its seeds, then each seed in one line."""
-    from xp.record.track import recorded_json
+    from xp.record.artifacts import recorded_json
     from xp.repeat import recorded_seed_runs, summarize
 
     runs, children = recorded_seed_runs(parent)

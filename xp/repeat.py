@@ -325,14 +325,14 @@ def find_parent(experiment_id: str, tags: dict[str, str]) -> str | None:
 
 def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun], dict]:
     """The seeds' runs and their learning curves (validation metric, training loss)."""
-    from xp.record import track
+    from xp.record import artifacts, track
 
     runs = seed_runs(track.children_of(parent_id), seeds)
     val_key = f"val/{metric.rsplit('/', 1)[-1]}"
     keys = [val_key, f"train_sample/{val_key[4:]}", "train/loss"]  # (the sample: overfitting)
     histories = {r.seed: track.metric_histories(r.run_id, keys) for r in runs if r.run_id}
     for r in runs:  # each seed's error analysis (none for a run recorded before it)
-        r.errors = track.recorded_json(r.run_id, "errors/errors.json") if r.run_id else {}
+        r.errors = artifacts.recorded_json(r.run_id, "errors/errors.json") if r.run_id else {}
     return runs, histories
 
 
@@ -400,10 +400,11 @@ def repeat(
         raise RepeatError("seeds of a repeat come from --seeds, not seed=... overrides")
     metric = metric_key(metric or f"test/{config.eval.metric}")
     name = metric.rsplit("/", 1)[-1]
-    prefixes = ("test/", "best/val/", *(f"test:{t}/" for t in config.data.extra_tests))
+    extra_tests = getattr(config.data, "extra_tests", {})  # (a script project's data: none)
+    prefixes = ("test/", "best/val/", *(f"test:{t}/" for t in extra_tests))
     if not metric.startswith(prefixes) or name not in metrics_for(config.task):
         allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
-        extra = ", ".join(f"test:{t}/<m>" for t in config.data.extra_tests)
+        extra = ", ".join(f"test:{t}/<m>" for t in extra_tests)
         raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}"
                           + (f" (or an extra test set's: {extra})" if extra else ""))  # fmt: skip
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing

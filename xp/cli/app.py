@@ -318,7 +318,7 @@ def reproduce(
     ),
 ) -> None:
     """Re-run a recorded run from its record (commit, diff, data md5s, command) and compare."""
-    from xp.reproduce import PASSING
+    from xp.judge import PASSING
     from xp.reproduce import reproduce as run_reproduce
 
     if margin == "default":  # the MLproject entry point's spelling of "not given"

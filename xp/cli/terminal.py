@@ -133,7 +133,7 @@ def print_ranking(result: dict, rows: list[list[str]]) -> None:
 
 def print_reproduction(run_id: str, result: dict) -> None:
     """Original, reproduced and difference of every metric; what else changed; the verdict."""
-    from xp.reproduce import format_value
+    from xp.judge import format_value
 
     rows = [[r["metric"], *(format_value(r[k]) for k in ("original", "reproduced", "diff"))]
             for r in result["rows"]]  # fmt: skip
@@ -143,7 +143,7 @@ def print_reproduction(run_id: str, result: dict) -> None:
         err.print(f"[yellow]record differs:[/] {m}", highlight=False)
     for m in result["environment"]:
         err.print(f"[yellow]environment differs:[/] {m}", highlight=False)
-    from xp.reproduce import verdict_line
+    from xp.judge import verdict_line
 
     out.print(f"verdict: [bold]{verdict_line(result)}[/] (tolerance {result['tolerance']:g})",
               highlight=False, soft_wrap=True)  # fmt: skip

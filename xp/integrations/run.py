@@ -139,6 +139,9 @@ class Run:
             values["data_order"] = fingerprint.of_order(data_order)
         if model is not None:
             values["init"] = fingerprint.of_params(model)
+            from xp.train import adapter  # (counts; a peft model's adapter and base identity)
+
+            self.set_tags(adapter.recorded(model, Path.cwd()))  # (a script runs in the repo)
         self.set_tags(fingerprint.tags(**values))
 
     def recorded_evals(self) -> dict[int, dict[str, float]]:

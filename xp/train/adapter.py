@@ -18,8 +18,13 @@ from typing import Any
 
 import torch
 
+from xp import XpError
 from xp.config import AdapterConfig
-from xp.train.models import ModelError
+
+
+class AdapterError(XpError):
+    """An adapter the model cannot take (a target module it lacks)."""
+
 
 BASE_FILE = "base.json"  # the base model's identity, next to the adapter's own files
 ADAPTABLE = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Embedding)
@@ -36,7 +41,7 @@ def wrap(model: torch.nn.Module, cfg: AdapterConfig, name: str) -> Any:
     when None); only the adapters and the head train.
 
     Raises:
-        ModelError: a target module the model lacks.
+        AdapterError: a target module the model lacks.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -44,7 +49,7 @@ def wrap(model: torch.nn.Module, cfg: AdapterConfig, name: str) -> Any:
         known = adaptable_modules(model)
         missing = [t for t in cfg.target_modules if t not in known]
         if missing:
-            raise ModelError(
+            raise AdapterError(
                 f"model.adapter.target_modules: {missing[0]!r} is not a module of {name}; its "
                 f"adaptable modules are {', '.join(known)}"
             )
@@ -53,7 +58,7 @@ def wrap(model: torch.nn.Module, cfg: AdapterConfig, name: str) -> Any:
     try:
         return get_peft_model(model, lora)
     except ValueError as e:  # (no default targets for this architecture)
-        raise ModelError(f"model.adapter: {str(e).splitlines()[0]}") from None
+        raise AdapterError(f"model.adapter: {str(e).splitlines()[0]}") from None
 
 
 def counts(model: torch.nn.Module) -> tuple[int, int]:
@@ -90,17 +95,44 @@ def identity(model: Any, name: str, kind: str, where: str, md5: str | None) -> d
 
 
 def tags(model: Any, base: dict[str, Any]) -> dict[str, str]:
-    """The `xp.adapter.*` tags of a run with an adapter."""
+    """The `xp.adapter.*` tags of a peft model (LoRA's settings; another method's kind)."""
     cfg = model.peft_config["default"]
-    shown = {"kind": "lora", "r": cfg.r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
-             "target_modules": sorted(cfg.target_modules),
-             "modules_to_save": sorted(cfg.modules_to_save or [])}  # fmt: skip
+    shown: dict[str, Any] = {"kind": str(getattr(cfg.peft_type, "value", cfg.peft_type)).lower()}
+    for key, field in (("r", "r"), ("alpha", "lora_alpha"), ("dropout", "lora_dropout"),
+                       ("target_modules", "target_modules"),
+                       ("modules_to_save", "modules_to_save")):  # fmt: skip
+        value = getattr(cfg, field, None)
+        if value is not None:
+            shown[key] = sorted(value) if isinstance(value, (set, list, tuple)) else value
     out = {"xp.adapter.config": json.dumps(shown, sort_keys=True),
-           "xp.adapter.base": base["name"], "xp.adapter.base_kind": base["kind"]}  # fmt: skip
+           "xp.adapter.base": str(base["name"]), "xp.adapter.base_kind": base["kind"]}  # fmt: skip
     if base.get("md5"):
         out["xp.adapter.base_md5"] = base["md5"]
     if base.get("revision"):
         out["xp.adapter.base_revision"] = base["revision"]
+    return out
+
+
+def recorded(model: Any, root: Path) -> dict[str, str]:
+    """What a script's model is recorded with, as xp's trainer records its own: the parameter
+    counts; for a peft model, its adapter config and the base's identity (a local folder with
+    DVC's md5 of it, or a hub id with its revision)."""
+    trainable, total = counts(model)
+    out = {"xp.model.trainable_params": str(trainable), "xp.model.total_params": str(total)}
+    if not hasattr(model, "peft_config"):
+        return out
+    cfg = model.peft_config["default"]
+    name = cfg.base_model_name_or_path or ""
+    local = Path(name) if Path(name).is_absolute() else root / name
+    if name and local.is_dir():
+        from xp.record.provenance import data_versions
+
+        md5 = data_versions({"base": str(local)}, root)["base"]["md5"]
+        base: dict[str, Any] = {"name": name, "kind": "path", "md5": md5}
+    else:
+        revision = cfg.revision or getattr(model.get_base_model().config, "_commit_hash", None)
+        base = {"name": name, "kind": "hub", "revision": revision}
+    out.update(tags(model, base))
     return out
 
 

@@ -141,8 +141,9 @@ def resolve_config(project: str, overrides: list[str], workspace: Workspace,
     config = load_config(project, overrides, workspace.projects)
     if resume is None:
         return config
+    from xp.record.artifacts import recorded_text
     from xp.record.store import configure_store
-    from xp.record.track import recorded_text, resumable_run
+    from xp.record.track import resumable_run
 
     configure_store(workspace)
     killed = resumable_run(resume, project)  # reads only: a wrong id changes nothing

@@ -86,7 +86,7 @@ def _load_point(workspace: Workspace, run_id: str, model: torch.nn.Module) -> di
     Raises:
         XpError: the checkpoint is corrupt or holds objects outside the allowed types.
     """
-    from xp.record.track import fetch_artifacts
+    from xp.record.artifacts import fetch_artifacts
 
     work = workspace.run_dir(run_id)
     last_dir = work / "checkpoints" / "last"

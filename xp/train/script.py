@@ -140,7 +140,8 @@ def _train(config: ScriptConfig, workspace: Workspace, process: ScriptProcess,
 def _resume_point(workspace: Workspace, run_id: str) -> Path | None:
     """The last checkpoint the script of a killed run saved (local, else fetched from the run's
     `checkpoints/last` artifacts); None when it saved none (the script starts over)."""
-    from xp.record.track import fetch_artifacts, get_run
+    from xp.record.artifacts import fetch_artifacts
+    from xp.record.track import get_run
 
     saved = get_run(run_id).data.tags.get(CHECKPOINT_TAG)
     if saved and Path(saved).exists():
