@@ -289,6 +289,31 @@ def test_untracked_source_files(committed_repo: git.Repo) -> None:
     assert provenance.untracked_source_files(root.parent) == []
 
 
+def test_an_untracked_store_is_never_opened_so_its_locks_hold(committed_repo: git.Repo) -> None:
+    """Closing any descriptor of a SQLite file drops this process's locks on it: reading an
+    untracked store for the recorded diff once let another process write under a transaction
+    still open here (a repeat's store read back as "database disk image is malformed")."""
+    import sqlite3
+
+    root = Path(committed_repo.working_tree_dir)
+    db = root / "runs.db"  # a store in the work tree, not ignored
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("BEGIN IMMEDIATE")  # this process holds the write lock
+    con.execute("INSERT INTO t VALUES (1)")
+    info = provenance.git_info(root)
+    other = ("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=0, "
+             "isolation_level=None)\ntry:\n    c.execute('BEGIN IMMEDIATE')\n    print('taken')\n"
+             "except sqlite3.OperationalError as e:\n    print(e)\n")  # fmt: skip
+    said = subprocess.run([sys.executable, "-c", other, str(db)], capture_output=True, text=True)
+    con.execute("COMMIT")
+    assert said.stdout.strip() == "database is locked"  # the lock held through the provenance
+    left_out = {e["path"]: e for e in info["skipped_untracked"]}
+    assert {"runs.db", "runs.db-wal", "runs.db-shm"} <= set(left_out)
+    assert left_out["runs.db"]["md5"] is None and left_out["runs.db"]["bytes"] > 0
+
+
 # --------------------------------------------------------------------------------------------------
 # find_repo_root
 # --------------------------------------------------------------------------------------------------

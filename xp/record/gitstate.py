@@ -24,6 +24,13 @@ MAX_UNTRACKED_FILE_BYTES = 1024 * 1024
 MAX_UNTRACKED_TOTAL_BYTES = 5 * 1024 * 1024
 # A folder holding one of these is an environment (virtualenv, venv, conda), never source.
 _ENV_MARKERS = ("pyvenv.cfg", "conda-meta/history")
+# SQLite databases and their companions are never opened here: closing any descriptor of a
+# database file drops every POSIX lock this process holds on it, SQLite's included, and a store
+# this process (a warm worker) has open could then be read half-written or corrupted
+# ("database disk image is malformed"; sqlite.org/howtocorrupt.html, 2.2)
+_DATABASE_SUFFIXES = (".db", ".sqlite", ".sqlite3", ".db-wal", ".db-shm", ".db-journal",
+                      ".sqlite-wal", ".sqlite-shm", ".sqlite-journal", "-wal", "-shm",
+                      "-journal")  # fmt: skip
 
 # Options that make `git diff` output appliable by `git apply` regardless of user/global config
 # (external diff tools, textconv, noprefix, colour, inline submodule diffs would all break it).
@@ -315,6 +322,10 @@ def _classify_untracked(repo: Any, limit_total: bool = True) -> tuple[list[str],
             continue
         if rel.endswith("/"):
             skipped.append(_skip(root, rel, "nested repository"))
+            continue
+        if rel.endswith(_DATABASE_SUFFIXES):  # sized, never opened (see _DATABASE_SUFFIXES)
+            why = "a database file (never opened: a store may be open in this process)"
+            skipped.append({"path": rel, "bytes": _lsize(root / rel), "md5": None, "reason": why})
             continue
         size, why = _source_size(root / rel)
         if size is not None and budget is not None and used + size > budget:
