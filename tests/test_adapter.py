@@ -14,7 +14,7 @@ from xp.train.loop import train
 
 
 def _lora(repo, tiny_bert, *extra: str):
-    overrides = [f"model.name={tiny_bert}", "data.train_limit=128", "train.epochs=2",
+    overrides = [f"model.name={tiny_bert}", "data.train_limit=64", "train.epochs=3",
                  "eval.every=2", "optim.lr=0.01", "train.checkpoint_every=null",
                  "model.adapter.r=4", *extra]  # fmt: skip
     return load_config("vader", merged(*overrides), repo / "projects")
@@ -26,7 +26,7 @@ def test_lora_trains_adapters_on_a_frozen_base_and_logs_the_adapter_alone(repo, 
     tiny_bert = shutil.copytree(tiny_bert, repo.parent / "base")  # (changed at the end)
     config = _lora(repo, tiny_bert)
     whole = train(config, repo)
-    killed = train(config, repo, events=_kill_at(5))
+    killed = train(config, repo, events=_kill_at(4))
     resumed = train(config, repo, resume=killed.run_id)
     assert resumed.test == whole.test  # adapters resume exactly like full weights
     run = mlflow.get_run(whole.run_id)
