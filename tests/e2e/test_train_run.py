@@ -170,7 +170,7 @@ def test_a_script_project_through_mlflow_run_is_one_run(repo):
         (
             ["digts"],
             "error: unknown project 'digts'; known projects: digits, digits_lightning, "
-            "digits_loop, vader, vader_trainer, vader_valence",
+            "digits_loop, vader, vader_lora, vader_trainer, vader_valence",
         ),
         (["digits", "--resume", "0123abc"], "error: unknown run id '0123abc'"),
     ],
