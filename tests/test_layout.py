@@ -26,7 +26,16 @@ WINGS = {
     "xp.execute": 3,
     **{
         f"xp.{verb}": 4
-        for verb in ("repeat", "compare", "registry", "reproduce", "judge", "report", "checkup")
+        for verb in (
+            "repeat",
+            "compare",
+            "registry",
+            "reproduce",
+            "judge",
+            "summary",
+            "report",
+            "checkup",
+        )
     },
     "xp.search": 5,  # a verb built on verbs: it confirms with repeat, ranks with compare
     "xp.cli": 6,

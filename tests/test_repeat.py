@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import parent_id_in, run
 from xp import stats
-from xp.repeat import RepeatError, SeedRun, parse_seeds, plan_jobs, seed_runs, summarize
+from xp.repeat import RepeatError, parse_seeds, plan_jobs
+from xp.summary import SeedRun, seed_runs, summarize
 
 FAST = ["train.epochs=2", "eval.every=5", "eval.patience=null"]
 

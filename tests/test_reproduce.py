@@ -179,7 +179,8 @@ def test_fresh_seeds_under_other_kernels_get_a_statistical_verdict(digits_groups
     the question is whether the result reproduces: TOST of the repeat's metric, fresh seeds."""
     from xp import stats
     from xp.record.track import children_of
-    from xp.repeat import recorded_seed_runs, successful_values
+    from xp.repeat import recorded_seed_runs
+    from xp.summary import successful_values
 
     repo, env, ids = digits_groups["repo"], digits_groups["env"], digits_groups["ids"]
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])

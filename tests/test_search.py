@@ -48,7 +48,7 @@ def test_a_trial_the_median_pruner_stops_ends_pruned_untested_and_unranked(repo,
 
 
 def test_outcome_of_a_trial_from_its_seeds():
-    from xp.repeat import SeedRun
+    from xp.summary import SeedRun
 
     def seeds(*outcomes, value=0.5):
         return [SeedRun(i, f"r{i}", "FINISHED", o, {"best/val/f1": value}) for i, o in

@@ -85,7 +85,8 @@ def run_checkup(run: Any) -> dict[str, Any]:
 def repeat_checkup(parent: Any) -> dict[str, Any]:
     """The checkup of a repeat: over its seeds, then each seed in one line."""
     from xp.record.artifacts import recorded_json
-    from xp.repeat import recorded_seed_runs, summarize
+    from xp.repeat import recorded_seed_runs
+    from xp.summary import summarize
 
     runs, children = recorded_seed_runs(parent)
     for r in runs:  # each seed's error analysis (none for a run recorded before it)

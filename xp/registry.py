@@ -206,7 +206,7 @@ def _current_holder(name: str, alias: str, metric: str) -> dict | None:
     """The version holding `alias`, with its group's values (or the ones recorded on it)."""
     import mlflow
 
-    from xp.repeat import successful_values
+    from xp.summary import successful_values
 
     client = mlflow.MlflowClient()
     try:
@@ -243,7 +243,7 @@ def evaluate(group_id: str, name: str, policy: Policy | None = None) -> dict[str
         PromotionError: not a repeat run, or no seed reports the metric.
         TrackingError: unknown run id.
     """
-    from xp.repeat import successful_values
+    from xp.summary import successful_values
 
     p = policy or Policy()
     alias, min_seeds, alpha, max_failed = p.alias, p.min_seeds, p.alpha, p.max_failed

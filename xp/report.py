@@ -1,6 +1,6 @@
 """The reliability report of a repeat: Markdown, self-contained HTML, summary.json and PNG plots.
 
-Built from a summary (`xp.repeat.summarize`) and the seeds' metric histories only, so
+Built from a summary (`xp.summary.summarize`) and the seeds' metric histories only, so
 `xp report <repeat run id>` rebuilds it from the tracking store alone.
 """
 

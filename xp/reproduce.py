@@ -100,8 +100,8 @@ def reproduce(
         RebuildError: the commit, diff or data is gone.
         TrackingError: unknown run id.
     """
-    from xp.execute.executor import LocalExecutor, SeedJob
-    from xp.record import artifacts, track
+    from xp.execute.executor import LocalExecutor
+    from xp.record import track
     from xp.record.store import configure_store
 
     if margin is not None and not (math.isfinite(margin) and margin > 0):
@@ -110,32 +110,12 @@ def reproduce(
     root = workspace.root
     original = track.get_run(run_id)
     tags = original.data.tags
-    kind = tags.get("xp.kind")
-    if kind not in ("train", "repeat"):
-        raise ReproduceError(f"run {run_id} is a {kind} run; reproduce a train or repeat run")
-    if kind == "train" and (margin is not None or seeds is not None):
-        option = "--margin" if margin is not None else "--seeds"
-        raise ReproduceError(
-            f"{option} needs a repeat run (several seeds to compare): run {run_id} is a single "
-            "training run; reproduce its repeat, or drop the option"
-        )
-    if original.info.status in ("RUNNING", "KILLED"):
-        raise ReproduceError(
-            f"run {run_id} is {original.info.status}: finish it first (`xp train ... --resume` "
-            f"or the same `xp repeat` command), then reproduce it"
-        )
+    kind = _check_reproducible(original, margin, seeds)
     commit = tags.get("xp.git.commit")
     check_commit(root, commit, run_id, tags.get("xp.git.remote"))
     children = _originals(original)
     fresh = _fresh_seeds(seeds, children) if seeds is not None else None
-    diff = None
-    if tags.get("xp.git.dirty") == "true":  # (a repeat's seeds share the diff and carry it)
-        try:
-            diff = artifacts.recorded_text(children[0].info.run_id, "provenance/git.diff")
-        except XpError:
-            raise ReproduceError(
-                f"run {run_id} ran on a dirty tree but its diff was not recorded"
-            ) from None
+    diff = _recorded_diff(original, children)
     data = {}
     for child in children:
         data.update(_data_of(child.data.tags))
@@ -148,35 +128,7 @@ def reproduce(
         if kind == "repeat":
             group = _new_run(experiment, original, _repeat_tags(tags))
             _copy_repeat_record(original, group)
-        new_ids = {}
-        jobs_list = []
-        plan = [(int(c.data.params.get("seed", 0)), c) for c in children]
-        if fresh is not None:  # the first seed's record, with another seed each
-            plan = [(seed, children[0]) for seed in fresh]
-        for seed, child in plan:
-            links = {"xp.group": group, "mlflow.parentRunId": group} if group else {}
-            if fresh is not None:
-                links["xp.reproduce.fresh_seed"] = "true"
-            new_ids[seed] = _new_run(experiment, child, links)
-            command = child.data.tags.get("xp.command", "")
-            if not command.startswith("xp train"):
-                raise ReproduceError(f"run {child.info.run_id} recorded no `xp train` command")
-            args = shlex.split(command)[2:]  # after `xp train`
-            if fresh is not None:
-                args = [a for a in args if not a.startswith("seed=")] + [f"seed={seed}"]
-            if group:
-                args += ["--group", group]
-            env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
-                   "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}  # fmt: skip
-            jobs_list.append(
-                SeedJob(
-                    seed,
-                    args,
-                    env=env,
-                    log=work / f"seed-{seed}.log",
-                    numerics=child.data.params.get("train.numerics", "native"),
-                )
-            )
+        new_ids, jobs_list = _seed_jobs(children, fresh, group, experiment, code, work)
         if on_start:
             on_start(group or new_ids[jobs_list[0].seed])
         LocalExecutor(jobs, cwd=code, kind=executor_for(code, executor)).run(
@@ -203,6 +155,85 @@ def reproduce(
         result.update(_equivalence(original, children, new_ids, margin))
         _record_equivalence(group, result)
     return result
+
+
+def _check_reproducible(original: Any, margin: float | None, seeds: str | None) -> str:
+    """The run's kind, once it is one that can be reproduced with these options.
+
+    Raises:
+        ReproduceError: not a train or repeat run, a repeat's option on a single run, or a run
+            still running or killed.
+    """
+    run_id, kind = original.info.run_id, original.data.tags.get("xp.kind")
+    if kind not in ("train", "repeat"):
+        raise ReproduceError(f"run {run_id} is a {kind} run; reproduce a train or repeat run")
+    if kind == "train" and (margin is not None or seeds is not None):
+        option = "--margin" if margin is not None else "--seeds"
+        raise ReproduceError(
+            f"{option} needs a repeat run (several seeds to compare): run {run_id} is a single "
+            "training run; reproduce its repeat, or drop the option"
+        )
+    if original.info.status in ("RUNNING", "KILLED"):
+        raise ReproduceError(
+            f"run {run_id} is {original.info.status}: finish it first (`xp train ... --resume` "
+            f"or the same `xp repeat` command), then reproduce it"
+        )
+    return kind
+
+
+def _recorded_diff(original: Any, children: list[Any]) -> str | None:
+    """The uncommitted diff the run trained with (None on a clean tree); a repeat's seeds share
+    it and carry it."""
+    from xp.record import artifacts
+
+    if original.data.tags.get("xp.git.dirty") != "true":
+        return None
+    try:
+        return artifacts.recorded_text(children[0].info.run_id, "provenance/git.diff")
+    except XpError:
+        raise ReproduceError(
+            f"run {original.info.run_id} ran on a dirty tree but its diff was not recorded"
+        ) from None
+
+
+def _seed_jobs(
+    children: list[Any],
+    fresh: list[int] | None,
+    group: str | None,
+    experiment: str,
+    code: Path,
+    work: Path,
+) -> tuple[dict[int, str], list[Any]]:
+    """One new run and one job per seed to re-run: each recorded seed's own command, or (fresh
+    seeds) the first seed's with another seed. Returns (seed -> new run id, the jobs).
+
+    Raises:
+        ReproduceError: a seed recorded no `xp train` command.
+    """
+    from xp.execute.executor import SeedJob
+
+    new_ids, jobs = {}, []
+    plan = [(int(c.data.params.get("seed", 0)), c) for c in children]
+    if fresh is not None:  # the first seed's record, with another seed each
+        plan = [(seed, children[0]) for seed in fresh]
+    for seed, child in plan:
+        links = {"xp.group": group, "mlflow.parentRunId": group} if group else {}
+        if fresh is not None:
+            links["xp.reproduce.fresh_seed"] = "true"
+        new_ids[seed] = _new_run(experiment, child, links)
+        command = child.data.tags.get("xp.command", "")
+        if not command.startswith("xp train"):
+            raise ReproduceError(f"run {child.info.run_id} recorded no `xp train` command")
+        args = shlex.split(command)[2:]  # after `xp train`
+        if fresh is not None:
+            args = [a for a in args if not a.startswith("seed=")] + [f"seed={seed}"]
+        if group:
+            args += ["--group", group]
+        env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
+               "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}  # fmt: skip
+        numerics = child.data.params.get("train.numerics", "native")
+        jobs.append(SeedJob(seed, args, env=env, log=work / f"seed-{seed}.log", numerics=numerics))
+    return new_ids, jobs
 
 
 def _fresh_seeds(spec: str, children: list[Any]) -> list[int]:
@@ -237,7 +268,7 @@ def _equivalence(
     against the re-run ones."""
     from xp import stats
     from xp.record import track
-    from xp.repeat import seed_runs, successful_values
+    from xp.summary import seed_runs, successful_values
 
     metric = original.data.tags.get("xp.metric", "test/f1")
     seeds = [int(c.data.params.get("seed", 0)) for c in children]

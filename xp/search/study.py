@@ -177,7 +177,7 @@ def _effective_trials(space: dict, method: str, trials: int, space_path: Path,
 def _trial_runs(study_run: str, number: int, seeds: list[int]) -> list[Any]:
     """The latest training run of each seed of trial `number` (SeedRun, as a repeat's)."""
     from xp.record import track
-    from xp.repeat import seed_runs
+    from xp.summary import seed_runs
 
     kids = [r for r in track.children_of(study_run) if r.data.tags.get("xp.trial") == str(number)]
     return seed_runs(kids, seeds)
