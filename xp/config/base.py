@@ -73,9 +73,11 @@ SPLITS = ("train", "validation", "test")
 
 
 def split_paths(cfg: Any) -> dict[str, str]:
-    """Split name -> path as written in the config (the trainer reads them, the record hashes
-    them: both see them here)."""
-    return {name: getattr(cfg, name) for name in SPLITS}
+    """Split name -> path as written in the config, extra test sets as `test:<name>` (the trainer
+    reads them, the record hashes them: both see them here)."""
+    extra = getattr(cfg, "extra_tests", None) or {}  # (a script project's data has none)
+    return {**{name: getattr(cfg, name) for name in SPLITS},
+            **{f"test:{name}": path for name, path in extra.items()}}  # fmt: skip
 
 
 def metric_key(name: str) -> str:

@@ -46,8 +46,7 @@ def data_inputs(config: ProjectConfig, model_source: tuple[str, str]) -> dict[st
     script project's every `data:` entry)."""
     if isinstance(config, ScriptConfig):
         return data_paths(config)
-    paths = dict(split_paths(config.data))
-    paths.update({f"test:{name}": path for name, path in config.data.extra_tests.items()})
+    paths = dict(split_paths(config.data))  # (extra test sets as `test:<name>`)
     if config.eval.retention:  # the pre-trained model's own task (forgetting)
         paths["retention"] = config.eval.retention
     kind, location = model_source

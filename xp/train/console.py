@@ -139,7 +139,7 @@ def print_result(result) -> None:
     line = "  ".join(f"{k} {v:.4f}" for k, v in result.test.items())
     if line:  # (a script's untracked run: its metrics are its own to print)
         out.print(f"test  {line}", highlight=False, soft_wrap=True)
-    for name, metrics in getattr(result, "extra_tests", {}).items():
+    for name, metrics in result.extra_tests.items():
         line = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         out.print(f"test:{name}  {line}", highlight=False, soft_wrap=True)
     if result.outcome == "failed" or result.status == "FAILED":

@@ -83,7 +83,8 @@ def _parse(path: Path, cfg: DataConfig, task: str) -> Split:
 def load_splits(
     config: Config, root: Path, versions: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Split]:
-    """Read train/validation/test; `data.train_limit` keeps the first N training rows.
+    """Read train/validation/test and the extra test sets (`test:<name>`: measured, never trained
+    on); `data.train_limit` keeps the first N training rows.
 
     Args:
         config: the validated config.
@@ -105,12 +106,6 @@ def load_splits(
     if limit is not None:
         tr = out["train"]
         out["train"] = Split(tr.inputs[:limit], tr.targets[:limit])
-    for name, path in config.data.extra_tests.items():  # `test:<name>`: measured, never trained on
-        try:
-            out[f"test:{name}"] = load_split(root / path, config.data, config.task, f"test:{name}")
-        except DataParseError as e:
-            hint = _dvc_hint((versions or {}).get(f"test:{name}"))
-            raise DataParseError(e.name, e.path, e.reason, hint) from None
     if config.task == "classification":
         for name, split in out.items():
             _check_labels(name, split, config.model.num_labels)

@@ -1,10 +1,11 @@
 """The training loop itself: optimizer steps, evaluations, checkpoints, a stop asked for.
 
-One explicit loop, no callback framework: `Fit.run` walks epochs and batches; `_train_step` is one
-optimizer step (augmented micro-batches, the L1 penalty, accumulation, clipping, the schedule);
-`_evaluate` measures validation (and the fixed training sample), keeps the best checkpoint and
-decides early stopping. A Ctrl-C or SIGTERM stops after the current step with a resumable
-checkpoint; every position the loop needs to continue exactly lives in `state`.
+One explicit loop, no callback framework: `Fit.run` walks epochs and batches; `_one_step` is one
+optimizer step (`_backward` over augmented micro-batches with the L1 penalty, `_apply_step`:
+clipping, the optimizer, the schedule); `_evaluate` measures validation (and the fixed training
+sample), keeps the best checkpoint and decides early stopping. A Ctrl-C or SIGTERM stops after
+the current step with a resumable checkpoint; every position the loop needs to continue exactly
+lives in `state`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The fine-tuning recipe, top to bottom: setup -> loop -> evaluate -> checkpoint -> finish.
 
 This module is the setup (`train`); the loop is `xp.train.fit`, the end `xp.train.finish`.
-Fine-tuning practice lives there: AdamW without weight
-decay on biases and norm weights, warm-up then linear/cosine decay, gradient clipping (the norm
-is logged), freezing and gradual unfreezing, layer-wise LR decay, gradient accumulation, early
-stopping on a validation metric keeping the best checkpoint, autocast on a GPU, and a seed per
-source of randomness. A run killed by Ctrl-C or SIGTERM saves its last checkpoint and resumes
+Fine-tuning practice lives there: AdamW without weight decay on biases and norm weights, warm-up
+then linear/cosine decay, gradient clipping (the norm is logged), freezing and gradual
+unfreezing, layer-wise LR decay, gradient accumulation, augmentation, early stopping on a
+validation metric keeping the best checkpoint, autocast on a GPU, and a seed per source of
+randomness. A run killed by Ctrl-C or SIGTERM saves its last checkpoint and resumes
 exactly (`--resume <run_id>`).
 """
 
