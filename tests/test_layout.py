@@ -35,6 +35,7 @@ WINGS = {
             "summary",
             "report",
             "checkup",
+            "ensemble",
         )
     },
     "xp.search": 5,  # a verb built on verbs: it confirms with repeat, ranks with compare

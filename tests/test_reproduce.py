@@ -225,3 +225,106 @@ def test_a_tree_recorded_before_the_wings_reproduces_on_processes(tmp_path):
     (tmp_path / "xp" / "execute" / "worker.py").write_text("")
     assert executor_for(tmp_path, "warm") == "warm"
     assert executor_for(tmp_path, "process") == "process"
+
+
+def _stored_repeat(values: list[float], metric: str = "test/f1", group: str | None = None,
+                   experiment: str | None = None) -> tuple[str, list[str]]:  # fmt: skip
+    """A finished repeat run (or, with `group`, more seed runs under that parent) in the store,
+    its seeds' runs holding `values`: what a reproduction reads, without training anything."""
+    client = mlflow.MlflowClient()
+    exp = experiment or client.create_experiment("digits")
+    seeds = list(range(1, len(values) + 1))
+    parent = group or client.create_run(exp, tags={
+        "xp.kind": "repeat", "xp.metric": metric, "xp.seeds": ",".join(map(str, seeds)),
+        "xp.git.commit": "0" * 40, "xp.git.dirty": "false"}).info.run_id  # fmt: skip
+    kids = []
+    for seed, value in zip(seeds, values):
+        kid = client.create_run(
+            exp,
+            tags={
+                "xp.kind": "train",
+                "xp.group": parent,
+                "mlflow.parentRunId": parent,
+                "xp.outcome": "ok",
+            },
+        )
+        client.log_param(kid.info.run_id, "seed", seed)
+        client.log_metric(kid.info.run_id, metric, value)
+        client.set_terminated(kid.info.run_id, "FINISHED")
+        kids.append(kid.info.run_id)
+    client.set_terminated(parent, "FINISHED")
+    return parent, kids
+
+
+@pytest.mark.parametrize("margin", ["1", "0"])
+def test_a_margin_out_of_range_is_one_line_exit_2_and_nothing_recorded(tmp_path, margin):
+    """A margin as wide as a [0, 1] metric's whole range makes any two results `equivalent`; one
+    <= 0 can never pass. Refused before anything is built or recorded."""
+    repeat_id, _ = _stored_repeat([0.61, 0.55, 0.43])
+    before = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    proc = run(["xp", "reproduce", repeat_id, "--margin", margin], tmp_path, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
+    assert f"--margin {margin}" in proc.stderr
+    if margin == "1":
+        assert "test/f1 lies in [0, 1]" in proc.stderr and "below 1" in proc.stderr
+    after = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(after) == len(before)  # no reproduction's run, no project run
+    assert not (tmp_path / ".xp").exists()  # no worktree either
+
+
+def test_a_percentage_under_a_unit_metric_name_may_take_a_margin_above_1():
+    from types import SimpleNamespace
+
+    from xp.reproduce import ReproduceError, _check_margin
+
+    def seeds(*values):
+        return [SimpleNamespace(data=SimpleNamespace(metrics={"test/accuracy": v})) for v in values]
+
+    _check_margin(2.0, "test/accuracy", seeds(81.0, 84.5))  # a script logging percent: its range
+    _check_margin(2.0, "test/loss", seeds(0.4, 0.5))  # unbounded
+    _check_margin(0.5, "test/accuracy", seeds(0.81, 0.84))
+    with pytest.raises(ReproduceError, match=r"test/accuracy lies in \[0, 1\]"):
+        _check_margin(1.0, "test/accuracy", seeds(0.81, 0.84))
+
+
+def test_the_default_margin_is_what_the_seeds_resolve_and_the_bound_is_recorded():
+    """Without --margin: the margin 5 vs 5 seeds resolve (2.47 sd of the original), the bound
+    beside it, both on the reproduction's parent and in its verdict line."""
+    from xp import stats
+    from xp.judge import to_markdown, verdict_line
+    from xp.record import track
+    from xp.reproduce import _equivalence, _originals, _record_equivalence
+
+    before = [0.61, 0.55, 0.43, 0.58, 0.47]
+    after = [0.57, 0.52, 0.60, 0.45, 0.55]
+    original_id, _ = _stored_repeat(before)
+    original = track.get_run(original_id)
+    exp = original.info.experiment_id
+    group, _ = _stored_repeat(before[:1], experiment=exp)  # the reproduction's parent
+    new_ids = dict(zip(range(1, 6), _stored_repeat(after, group=group, experiment=exp)[1]))
+    result = _equivalence(original, _originals(original), new_ids, None)
+    eq = result["equivalence"]
+    sd = float(np.std(before, ddof=1))
+    assert eq["margin_default"] and eq["margin"] == pytest.approx(2.47 * sd, rel=0.01)
+    expected = stats.tost(before, after, eq["margin"])
+    assert result["verdict"] == expected["verdict"] == "equivalent"
+    assert eq["bound"] == pytest.approx(expected["bound"]) and eq["bound"] < eq["margin"]
+    line = verdict_line(result)
+    assert line.startswith(f"equivalent (margin +-{eq['margin']:.4g} test/f1, the default: "
+                           f"what 5 vs 5 seeds of sd {sd:.3g} can resolve; the tightest margin "
+                           f"these seeds support: +-{eq['bound']:.3g}; p="), line  # fmt: skip
+    _record_equivalence(group, {**result, "original": original_id, "tolerance": 0.0, "rows": [],
+                                "mismatches": []})  # fmt: skip
+    tags = track.get_run(group).data.tags
+    assert float(tags["xp.reproduce.margin"]) == pytest.approx(eq["margin"], rel=1e-5)
+    assert float(tags["xp.reproduce.bound"]) == pytest.approx(eq["bound"], rel=1e-3)
+    assert tags["xp.reproduce.verdict"] == "equivalent"
+    table = to_markdown({**result, "original": original_id, "tolerance": 0.0, "rows": [],
+                         "mismatches": []})  # fmt: skip
+    assert f"Equivalence bound (the tightest margin these seeds support): +-{eq['bound']:.6g}" in (
+        table
+    )
+    given = _equivalence(original, _originals(original), new_ids, 0.05)
+    assert not given["equivalence"]["margin_default"] and given["verdict"] != "equivalent"
+    assert "the default" not in verdict_line(given)

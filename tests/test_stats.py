@@ -468,3 +468,58 @@ def test_tost_verdicts_not_equivalent_and_inconclusive_with_seeds_needed():
     assert same["verdict"] == "equivalent" and same["p_value"] == 0.0
     with pytest.raises(ValueError, match="margin must be > 0"):
         tost([0.8, 0.9], [0.8, 0.9], margin=0)
+
+
+def test_tost_bound_is_the_smallest_margin_that_passes():
+    from xp.stats import tost
+
+    rng = np.random.default_rng(7)
+    for n_a, n_b, shift in [(5, 5, 0.0), (3, 7, 0.03), (10, 4, -0.05), (6, 6, 0.2)]:
+        a, b = rng.normal(0.8, 0.05, n_a), rng.normal(0.8 + shift, 0.05, n_b)
+        r = tost(a, b, margin=0.01)
+        assert r["bound"] == pytest.approx(max(abs(r["ci_low"]), abs(r["ci_high"])))
+        assert tost(a, b, margin=r["bound"] * (1 + 1e-6))["verdict"] == "equivalent"
+        assert tost(a, b, margin=r["bound"] * (1 - 1e-6))["verdict"] != "equivalent"
+        assert tost(a, b, margin=r["bound"])["verdict"] != "equivalent"  # inside, not on it
+    same = tost([0.8, 0.8], [0.9, 0.9], margin=0.2)  # no spread: the difference itself
+    assert same["bound"] == pytest.approx(0.1) and same["verdict"] == "equivalent"
+
+
+def _tost_equivalent(a: np.ndarray, b: np.ndarray, margin: np.ndarray) -> np.ndarray:
+    """TOST's verdict per row, from scipy's one-sided Welch tests (the reference, vectorised)."""
+    m = margin[:, None]
+    low = sps.ttest_ind(b + m, a, axis=1, equal_var=False, alternative="greater").pvalue
+    high = sps.ttest_ind(b - m, a, axis=1, equal_var=False, alternative="less").pvalue
+    return (low < 0.05) & (high < 0.05)
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_resolvable_margin_passes_a_perfect_reproduction_and_catches_a_shift_of_itself(n):
+    """The default margin of a reproduction: on the same normal distribution twice, TOST says
+    `equivalent` 80% of the time; with the re-run shifted by the margin, at most alpha (5%)."""
+    rng = np.random.default_rng(2024 + n)
+    a, b = rng.normal(0.8, 0.08, (20_000, n)), rng.normal(0.8, 0.08, (20_000, n))
+    factor = stats.resolvable_margin(a[0], n) / np.std(a[0], ddof=1)
+    margin = factor * a.std(axis=1, ddof=1)  # every draw's own margin, from its own original
+    assert np.mean(_tost_equivalent(a, b, margin)) == pytest.approx(0.8, abs=0.01)
+    assert np.mean(_tost_equivalent(a, b + margin[:, None], margin)) <= 0.05
+    assert np.mean(_tost_equivalent(a, b, 0.5 * a.std(axis=1, ddof=1))) < 0.01  # the old default
+    known_sd = (sps.t.ppf(0.95, 2 * n - 2) + sps.t.ppf(0.9, 2 * n - 2)) * np.sqrt(2 / n)
+    assert known_sd < factor  # the textbook margin forgets that the original's sd is estimated
+    # xp's own tost agrees with the reference, draw by draw
+    ours = [stats.tost(a[i], b[i], margin[i])["verdict"] == "equivalent" for i in range(200)]
+    assert ours == list(_tost_equivalent(a[:200], b[:200], margin[:200]))
+
+
+def test_resolvable_margin_scales_with_the_original_sd_only():
+    x = np.array([0.61, 0.55, 0.43, 0.58, 0.47])
+    m = stats.resolvable_margin(x, 5)
+    assert m / np.std(x, ddof=1) == pytest.approx(2.47, abs=0.01)
+    assert stats.resolvable_margin(2 * x + 7, 5) == pytest.approx(2 * m)  # sd units, not level
+    assert stats.resolvable_margin(x, 10) < m < stats.resolvable_margin(x, 3)  # more seeds, less
+    assert stats.resolvable_margin(x, 5, power=0.9) > m
+    assert stats.resolvable_margin([0.8, 0.8, 0.8], 3) == 0.0
+    with pytest.raises(ValueError, match="n_b"):
+        stats.resolvable_margin(x, 1)
+    with pytest.raises(ValueError, match="power"):
+        stats.resolvable_margin(x, 5, power=1.0)

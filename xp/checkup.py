@@ -102,9 +102,9 @@ def repeat_checkup(parent: Any) -> dict[str, Any]:
     for r in runs:
         child = children.get(r.run_id or "")
         if child is None:
-            lines.append((f"seed {r.seed}", f"{r.outcome}, no run recorded"))
+            lines.append((r.label, f"{r.outcome}, no run recorded"))
             continue
-        lines.append((f"seed {r.seed}", f"{r.outcome}; overfitting "
+        lines.append((r.label, f"{r.outcome}; overfitting "
                       f"{_overfitting_line(r.diagnosis)}; monitor "
                       f"{_monitor_line(child.data.tags, child.data.metrics)}"))  # fmt: skip
     return {"run_id": parent.info.run_id, "kind": "repeat", "lines": lines, "diagnosis": found}

@@ -16,7 +16,7 @@ from xp import XpError, stats
 from xp.config import EXECUTION_KEYS, higher_is_better
 
 SUCCESS = ("ok", "early_stopped")
-SEED_SUFFIX = re.compile(r" s\d+$")  # a training run's name ends with its seed
+SEED_SUFFIX = re.compile(r"( f\d+)? s\d+$")  # a training run's name ends with its (fold and) seed
 # how a run was executed or watched, not what it trained: never what tells configurations apart
 EXECUTION = {f"{section}.{key}" for section, keys in EXECUTION_KEYS.items() for key in keys}
 
@@ -76,7 +76,8 @@ def differing_params(groups: dict[Any, list[Any]]) -> dict[Any, dict[str, str]]:
     out = {}
     for project, members in by_project.items():
         keys = set().union(*(p.keys() for p in members.values()))
-        keys = {k for k in keys if k != "seed" and not k.startswith("seed.") and k not in EXECUTION}
+        keys = {k for k in keys if k != "seed" and not k.startswith(("seed.", "data.resplit."))
+                and k not in EXECUTION}  # fmt: skip
         differ = sorted(k for k in keys if len({p.get(k) for p in members.values()}) > 1)
         for key, params in members.items():
             cell = {"project": project or ""} if len(by_project) > 1 else {}
@@ -129,12 +130,7 @@ def _rank_partition(groups: list[dict[str, Any]], better_high: bool, alpha: floa
     rankable.sort(key=lambda g: -sign * g["mean"])
     top = rankable[0]
     others = rankable[1:]
-    pvals = [
-        stats.welch_test(top["_values"], g["_values"], "greater" if better_high else "less")[
-            "p_value"
-        ]
-        for g in others
-    ]
+    pvals = [_p_vs_top(top, g, better_high) for g in others]
     adjusted = stats.holm(pvals, alpha) if pvals else {"reject": [], "p_adjusted": []}
     top.update(p_value_vs_top=None, tied_with_top=True, prob_better_than_top=None)
     for g, p, reject in zip(others, adjusted["p_adjusted"], adjusted["reject"]):
@@ -149,6 +145,42 @@ def _rank_partition(groups: list[dict[str, Any]], better_high: bool, alpha: floa
         else:
             rank = max(rank, i + 1)
             g["rank"] = rank
+
+
+def _p_vs_top(top: dict[str, Any], g: dict[str, Any], better_high: bool) -> float:
+    """One-sided p that the top group beats `g`: Welch over seeds, or for the same folds the
+    larger of Welch over seeds' means and the corrected resampled t-test paired by fold."""
+    if top["_by_split"] is None:
+        alternative = "greater" if better_high else "less"
+        return stats.welch_test(top["_values"], g["_values"], alternative)["p_value"]
+    try:
+        cmp = stats.compare_folds(top["_by_split"], g["_by_split"], top["_ratio"], better_high)
+    except ValueError:  # (fewer than 2 folds in common: no paired evidence)
+        return 1.0
+    return cmp[cmp["test"]]["p_value"]
+
+
+def _design(run: Any) -> str:
+    """The split design a run trained under (`kfold5/seed 1`), or "" for the files' own split."""
+    from xp.train.folds import design
+
+    tags = run.data.tags
+    if "xp.split.kind" not in tags:
+        return ""
+    return design(tags["xp.split.kind"], int(tags["xp.split.count"]),
+                  int(run.data.params.get("seed.split", 0)))  # fmt: skip
+
+
+def _by_split(runs: list[Any], metric: str) -> dict[tuple[int, int], float]:
+    return {(int(r.data.tags["xp.split.index"]), int(r.data.params.get("seed", 0))):
+            _value(r, metric) for r in runs}  # fmt: skip
+
+
+def _ratio(runs: list[Any]) -> float:
+    """n_validation / n_train of the folds' runs (the corrected t-test's ratio)."""
+    ratios = [int(r.data.tags["xp.split.n_validation"]) / int(r.data.tags["xp.split.n_train"])
+              for r in runs if "xp.split.n_train" in r.data.tags]  # fmt: skip
+    return sum(ratios) / len(ratios) if ratios else 0.0
 
 
 def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, Any]:
@@ -170,11 +202,11 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         CompareError: no run reports the metric.
     """
     better_high = higher_is_better(metric)
-    by_key: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    failed: dict[tuple[str, str], int] = defaultdict(int)
+    by_key: dict[tuple[str, str, str], list[Any]] = defaultdict(list)
+    failed: dict[tuple[str, str, str], int] = defaultdict(int)
     for run in runs:
         tags = run.data.tags
-        key = (tags.get("xp.config_hash", "?"), tags.get("xp.data.test.md5", "?"))
+        key = (tags.get("xp.config_hash", "?"), tags.get("xp.data.test.md5", "?"), _design(run))
         if tags.get("xp.outcome") in SUCCESS and _value(run, metric) is not None:
             by_key[key].append(run)
         else:
@@ -187,8 +219,17 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         values = [_value(r, metric) for r in members]
         d = stats.describe(values)
         low, high = stats.t_interval(values) if len(values) >= 2 else (None, None)
+        by_split = _by_split(members, metric) if key[2] else None
+        if by_split is not None:  # folds: over the splits' means, corrected for shared rows
+            means = list(stats.split_means(by_split).values())
+            low, high = (
+                stats.corrected_interval(means, _ratio(members))
+                if len(means) >= 2
+                else (None, None)
+            )
         groups.append({
             "rank": None, "config_hash": key[0], "test_md5": key[1], "n": len(values),
+            "design": key[2] or None, "_by_split": by_split, "_ratio": _ratio(members),
             "mean": d["mean"], "std": d["std"] if len(values) >= 2 else None,
             "ci95_low": low, "ci95_high": high, "p_value_vs_top": None, "tied_with_top": False,
             "prob_better_than_top": None, "params": params[key], "failed": failed.get(key, 0),
@@ -205,18 +246,28 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         hashes = Counter(g["config_hash"] for g in same)
         for g in same:
             parts = [g["config_hash"][:8]] if len(hashes) > 1 else []
-            if hashes[g["config_hash"]] > 1:
+            if len({x["test_md5"] for x in same if x["config_hash"] == g["config_hash"]}) > 1:
                 parts.append(f"test {g['test_md5'][:8]}")
+            if len({x["design"] for x in same}) > 1:  # (one configuration, with folds and without)
+                parts.append(g["design"] or "own split")
             g["label"] += f" ({', '.join(parts)})"
-    partitions = sorted({g["test_md5"] for g in groups})
+    partitions = sorted({(g["test_md5"], g["design"] or "") for g in groups})
     warnings = []
-    if len(partitions) > 1:
+    tests = {md5 for md5, _ in partitions}
+    if len(tests) > 1:
         warnings.append(
-            f"test data differs between runs ({len(partitions)} test md5s): configurations are "
+            f"test data differs between runs ({len(tests)} test md5s): configurations are "
             "ranked within each test set only; a better score on other data proves nothing"
         )
-    for md5 in partitions:
-        _rank_partition([g for g in groups if g["test_md5"] == md5], better_high, alpha)
+    if len({design for _, design in partitions}) > 1:
+        warnings.append(
+            "runs were trained on different split designs (the files' own split, or folds of "
+            "`xp repeat --folds`): configurations are ranked within each design only, folds "
+            "paired by fold"
+        )
+    for part in partitions:
+        members = [g for g in groups if (g["test_md5"], g["design"] or "") == part]
+        _rank_partition(members, better_high, alpha)
     single = sum(g["no_uncertainty"] for g in groups)
     if single:
         warnings.append(
@@ -232,10 +283,10 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         if key not in by_key:
             warnings.append(f"configuration {key[0]}: all {n} runs failed or lack {metric}")
     sign = 1 if better_high else -1
-    groups.sort(key=lambda g: (partitions.index(g["test_md5"]), g["rank"] is None,
-                               g["rank"] or 0, -sign * g["mean"]))  # fmt: skip
+    groups.sort(key=lambda g: (partitions.index((g["test_md5"], g["design"] or "")),
+                               g["rank"] is None, g["rank"] or 0, -sign * g["mean"]))  # fmt: skip
     for g in groups:
-        del g["_values"]
+        del g["_values"], g["_by_split"], g["_ratio"]
     return {
         "metric": metric, "higher_is_better": better_high, "alpha": alpha, "groups": groups,
         "warnings": warnings, "n_runs": len(runs), "n_failed": sum(failed.values()),
@@ -243,7 +294,7 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
 
 
 JSON_FIELDS = (
-    "rank", "label", "config_hash", "n", "mean", "std", "ci95_low", "ci95_high",
+    "rank", "label", "config_hash", "design", "n", "mean", "std", "ci95_low", "ci95_high",
     "p_value_vs_top", "tied_with_top", "prob_better_than_top", "params", "failed", "leakage",
     "overfit_seeds", "diagnosed_seeds", "monitor_events", "retention_drop", "retention_cka",
 )  # fmt: skip

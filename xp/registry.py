@@ -15,7 +15,9 @@ recorded with its value and threshold in the version's `xp.gates` tag:
 
 What is registered is the model of the *representative* seed, the one whose metric is closest
 to the group's median: the evidence is about the distribution of seeds, and the best seed of a
-group is its luckiest draw, whose score a retrain would not reproduce (winner's curse).
+group is its luckiest draw, whose score a retrain would not reproduce (winner's curse). With
+`--ensemble` (`xp.ensemble.promote`) it is every seed's model averaged into one, under a sixth
+gate, `beats_representative`.
 """
 
 from __future__ import annotations
@@ -180,8 +182,21 @@ def champion_gate(
     return Gate("beats_current", p < alpha, value, f"one-sided Welch p < {alpha}"), p
 
 
-def representative_seed(values: dict[int, float]) -> int:
-    """The seed whose value is closest to the median (ties: the smaller seed)."""
+def seed_values(runs: list[Any], metric: str) -> dict[int, float]:
+    """Seed -> metric over a repeat's successful runs; in a folds repeat each seed's mean over
+    all its folds (a seed short of a fold is left out): the seeds are the independent draws,
+    the folds are shared."""
+    from xp.stats import seed_means
+    from xp.summary import successful_values
+
+    values = successful_values(runs, metric)
+    folds = sorted({r.fold for r in runs if r.fold is not None})
+    return seed_means(values, folds) if folds else values
+
+
+def representative_seed(values: dict[Any, float]) -> Any:
+    """The seed (a folds repeat's: the (fold, seed) run) whose value is closest to the median
+    (ties: the smaller)."""
     median = float(np.median(list(values.values())))
     return min(values, key=lambda s: (round(abs(values[s] - median), 12), s))  # 0.9-0.8 < 0.1
 
@@ -206,8 +221,6 @@ def _current_holder(name: str, alias: str, metric: str) -> dict | None:
     """The version holding `alias`, with its group's values (or the ones recorded on it)."""
     import mlflow
 
-    from xp.summary import successful_values
-
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(name, alias)
@@ -216,7 +229,7 @@ def _current_holder(name: str, alias: str, metric: str) -> dict | None:
     tags = version.tags
     group = tags.get("xp.group")
     try:
-        values = list(successful_values(_group(group)[1], metric).values())
+        values = list(seed_values(_group(group)[1], metric).values())
     except XpError:  # the group is gone from this store: the values recorded on the version
         values = json.loads(tags.get("xp.values", "[]")) if tags.get("xp.metric") == metric else []
     return {"version": version.version, "group": group, "values": values,
@@ -249,7 +262,8 @@ def evaluate(group_id: str, name: str, policy: Policy | None = None) -> dict[str
     alias, min_seeds, alpha, max_failed = p.alias, p.min_seeds, p.alpha, p.max_failed
     parent, runs, children = _group(group_id)
     metric = p.metric or parent.data.tags.get("xp.metric") or "test/f1"
-    values = successful_values(runs, metric)
+    per_run = successful_values(runs, metric)  # seed, or (fold, seed) in a folds repeat
+    values = seed_values(runs, metric)  # one value per seed: the independent draws
     if not any(metric in r.metrics for r in runs):
         known = sorted({k for r in runs for k in r.metrics if k.startswith("test/")})
         raise PromotionError(f"--metric {metric}: no seed of {group_id} has it; known: {known}")
@@ -265,11 +279,12 @@ def evaluate(group_id: str, name: str, policy: Policy | None = None) -> dict[str
              provenance_gate(recorded), audit_gate(recorded, p.max_leakage), beats]  # fmt: skip
     vals = list(values.values())
     low, high = stats.t_interval(vals) if len(vals) > 1 else (math.nan, math.nan)
-    seed = representative_seed(values) if values else None
-    run_id = next((r.run_id for r in runs if r.seed == seed), None)
+    key = representative_seed(per_run) if per_run else None  # (folds: the run nearest)
+    run_id = next((r.run_id for r in runs if r.key == key), None)
+    seed, fold = (key, None) if not isinstance(key, tuple) else (key[1], key[0])
     out = {
         "group": group_id, "name": name, "alias": alias, "metric": metric, "values": values,
-        "seed": seed, "run_id": run_id, "n": len(vals),
+        "seed": seed, "fold": fold, "run_id": run_id, "n": len(vals),
         "mean": float(np.mean(vals)) if vals else math.nan, "ci95_low": low, "ci95_high": high,
         "p_value": p_value, "current": current["version"] if current else None, "gates": gates,
         "passed": all(g.passed for g in gates),
@@ -287,6 +302,7 @@ def version_tags(ev: dict[str, Any], parent_tags: dict[str, str]) -> dict[str, s
         "xp.p_value": _num(ev["p_value"]) if ev["p_value"] is not None else "none",
         "xp.git.commit": parent_tags.get("xp.git.commit", "none"),
         "xp.seed": str(ev["seed"]), "xp.values": json.dumps(list(ev["values"].values())),
+        **({"xp.fold": str(ev["fold"])} if ev.get("fold") is not None else {}),
         "xp.gates": gates_json(ev["gates"]),
         "xp.project": parent_tags.get("xp.project", ""),
         "xp.config_hash": parent_tags.get("xp.config_hash", ""),
@@ -343,10 +359,7 @@ def promote(
         PromotionRefused: a gate failed (the registry is untouched).
         PromotionError, TrackingError: see `evaluate`; a seed without a logged model.
     """
-    import mlflow
-
     ev = evaluate(group_id, name, policy)
-    alias = ev["alias"]
     ev["version"], ev["model_uri"] = None, None
     if not ev["passed"] and not dry_run:
         raise PromotionRefused(name, ev["gates"])
@@ -354,6 +367,22 @@ def promote(
         ev["model_uri"] = _model_uri(ev["run_id"])
     if dry_run:
         return ev
+    ev["version"] = register(ev, ev["run_id"], _describe(ev))
+    return ev
+
+
+def register(ev: dict[str, Any], run_id: str, description: str) -> str:
+    """Register `ev["model_uri"]` as a new version of `ev["name"]` with `ev["tags"]`, move the
+    alias (its holder becomes `previous`), tag the repeat run `xp.promoted`; returns the version.
+
+    Args:
+        ev: a passing evaluation (see `evaluate`) with its "model_uri".
+        run_id: the run whose model it is (a seed's, or the repeat's for an ensemble).
+        description: the version's description.
+    """
+    import mlflow
+
+    name, alias = ev["name"], ev["alias"]
     client = mlflow.MlflowClient()
     try:
         client.get_registered_model(name)
@@ -365,26 +394,26 @@ def promote(
         ev["model_uri"].removeprefix("models:/") if ev["model_uri"].startswith("models:/") else None
     )  # a server wants the logged model named as well as its URI
     version = client.create_model_version(
-        name,
-        ev["model_uri"],
-        run_id=ev["run_id"],
-        tags=ev["tags"],
-        description=_describe(ev),
+        name, ev["model_uri"], run_id=run_id, tags=ev["tags"], description=description,
         model_id=logged,
-    )
+    )  # fmt: skip
     client.set_registered_model_alias(name, alias, version.version)
     if ev["current"]:
         previous = PREVIOUS_ALIAS if alias == DEFAULT_ALIAS else f"{alias}-{PREVIOUS_ALIAS}"
         client.set_registered_model_alias(name, previous, ev["current"])
-    client.set_tag(group_id, "xp.promoted", f"{name}/{version.version}")
-    ev["version"] = version.version
-    return ev
+    client.set_tag(ev["group"], "xp.promoted", f"{name}/{version.version}")
+    return version.version
+
+
+def _on_fold(ev: dict[str, Any]) -> str:
+    return f" on fold {ev['fold']}" if ev.get("fold") is not None else ""
 
 
 def _describe(ev: dict[str, Any]) -> str:
     line = (f"{ev['metric']} {ev['mean']:.4f}, 95% CI [{ev['ci95_low']:.4f}, "
             f"{ev['ci95_high']:.4f}] over {ev['n']} seeds (repeat run {ev['group']}); weights of "
-            f"seed {ev['seed']} (run {ev['run_id']}), the one closest to the median")  # fmt: skip
+            f"seed {ev['seed']}{_on_fold(ev)} (run {ev['run_id']}), the one closest to the "
+            "median")  # fmt: skip
     if ev["current"]:
         line += f"; beats version {ev['current']} (one-sided Welch p={ev['p_value']:.3g})"
     return line + "."

@@ -8,15 +8,17 @@ from their checkpoints, crashed ones start over; nothing is trained twice.
 from __future__ import annotations
 
 import math
+import os
 import shlex
 from pathlib import Path
 from typing import Any
 
 from xp import XpError
-from xp.config import Config, flatten, run_name
+from xp.config import Config, flatten, run_name, to_yaml
 from xp.execute.executor import Executor, OnEvent, SeedJob
 from xp.record.workspace import Workspace
 from xp.summary import SUCCESS, SeedRun, parent_metrics, seed_runs, successful_values, summarize
+from xp.train.folds import design_overrides, split_design
 
 
 class RepeatError(XpError):
@@ -44,12 +46,37 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def recorded_seed_runs(parent: Any) -> tuple[list[SeedRun], dict[str, Any]]:
-    """The latest run of each seed of a recorded repeat run, and its children's runs by id."""
+    """The latest run of each seed (each fold and seed of a folds repeat) of a recorded repeat
+    run, and its children's runs by id."""
     from xp.record import track
 
     children = track.children_of(parent.info.run_id)
     seeds = [int(s) for s in parent.data.tags["xp.seeds"].split(",")]
-    return seed_runs(children, seeds), {c.info.run_id: c for c in children}
+    return seed_runs(children, seeds, folds_of(parent.data.tags)), {
+        c.info.run_id: c for c in children
+    }
+
+
+def folds_of(tags: dict[str, str]) -> int | None:
+    """The folds (or resamples) of a repeat run from its tags; None for a fixed split."""
+    count = tags.get("xp.split.count")
+    return int(count) if count else None
+
+
+def reused(runs: list[SeedRun], jobs: list[SeedJob]) -> list[Any]:
+    """The runs this call did not train: seeds (or `fold/seed`s) reused from the store."""
+    trained = {j.log.stem for j in jobs if j.log}
+    return [r.seed if r.fold is None else f"{r.fold}/{r.seed}" for r in runs
+            if r.label.replace(" ", "-") not in trained]  # fmt: skip
+
+
+def labelled(on_event: OnEvent, runs: list[SeedRun], design: dict | None) -> OnEvent:
+    """Progress events with the run's name (`fold 2 seed 3`) for a folds repeat's jobs, whose
+    keys are places in the (fold, seed) list."""
+    if design is None:
+        return on_event
+    names = {i: r.label for i, r in enumerate(runs)}
+    return lambda key, kind, info: on_event(key, kind, {**info, "label": names.get(key)})
 
 
 def plan_jobs(
@@ -59,16 +86,23 @@ def plan_jobs(
     threads: int,
     log_dir: Path,
     numerics: str = "native",
+    design: dict[str, Any] | None = None,
 ) -> list[SeedJob]:
-    """Jobs for seeds still to train: killed ones resume, crashed or missing ones start anew."""
+    """Jobs for seeds still to train: killed ones resume, crashed or missing ones start anew.
+
+    A job's key (`SeedJob.seed`, what progress events name) is the seed, or its place in the
+    repeat's (fold, seed) list for a folds repeat; the label says which."""
     jobs = []
-    for r in runs:
+    for i, r in enumerate(runs):
         if r.outcome in SUCCESS or r.outcome in ("failed", "pruned"):
             continue  # a finished seed, successful or not, is a result: never trained twice
-        args = [*base_args, f"seed={r.seed}", f"train.threads={threads}", "--group", parent_id]
+        args = [*base_args, f"seed={r.seed}", *design_overrides(design, r.fold),
+                f"train.threads={threads}", "--group", parent_id]  # fmt: skip
         if r.outcome == "killed" and r.run_id:
             args += ["--resume", r.run_id]
-        jobs.append(SeedJob(r.seed, args, log=log_dir / f"seed-{r.seed}.log", numerics=numerics))
+        name = r.label.replace(" ", "-")
+        key = r.seed if r.fold is None else i
+        jobs.append(SeedJob(key, args, log=log_dir / f"{name}.log", numerics=numerics))
     return jobs
 
 
@@ -114,6 +148,53 @@ def run_seeds(executor: Executor, jobs: list[SeedJob], on_event: OnEvent) -> dic
     return executor.run(jobs, on_event)
 
 
+def check_metric(config: Config, metric: str | None) -> str:
+    """`--metric` as the store spells it (default `test/<eval.metric>`).
+
+    Raises:
+        RepeatError: not a metric of the task, or of an extra test set the config names.
+    """
+    from xp.config import metric_key, metrics_for
+
+    metric = metric_key(metric or f"test/{config.eval.metric}")
+    name = metric.rsplit("/", 1)[-1]
+    extra_tests = getattr(config.data, "extra_tests", {})  # (a script project's data: none)
+    prefixes = ("test/", "best/val/", *(f"test:{t}/" for t in extra_tests))
+    if not metric.startswith(prefixes) or name not in metrics_for(config.task):
+        allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
+        extra = ", ".join(f"test:{t}/<m>" for t in extra_tests)
+        raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}"
+                          + (f" (or an extra test set's: {extra})" if extra else ""))  # fmt: skip
+    return metric
+
+
+def _check_same_data(base: dict | None, design: dict | None, test_md5: str) -> None:
+    """A baseline repeat scored on this repeat's test data and, for folds, on the same rows.
+
+    Raises:
+        RepeatError: other test data, or folds holding other rows.
+    """
+    if base and design and base.get("split_md5", {}).get(0) not in (None, design["md5_0"]):
+        raise RepeatError(
+            f"--baseline {base['id']}: its folds hold other rows than this repeat's (other train "
+            "or validation data): no fold pairs with another"
+        )
+    if base and base.get("test_md5") and base["test_md5"] != test_md5:
+        raise RepeatError(
+            f"--baseline {base['id']} was tested on other test data (md5 {base['test_md5']} vs "
+            f"{test_md5}): a score on other data proves nothing"
+        )
+
+
+def design_tags(design: dict[str, Any] | None) -> dict[str, str]:
+    """A folds repeat's own tags: its split design (`kfold5/seed 1`), kind, count and seed."""
+    if not design:
+        return {}
+    return {"xp.split.design": design["design"], "xp.split.kind": design["kind"],
+            "xp.split.count": str(design["count"]),
+            "xp.split.seed": str(design["seed"])}  # fmt: skip
+
+
 def _check_baseline_number(spec: str | None) -> float | None:
     """`--baseline` as a number (None when it is a run id); a NaN or infinite one is refused."""
     try:
@@ -126,11 +207,16 @@ def _check_baseline_number(spec: str | None) -> float | None:
     return value
 
 
-def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
-    """`--baseline`: a repeat run id (its successful seeds' values) or a number.
+def resolve_baseline(
+    spec: str | None, metric: str, design: str | None = None
+) -> dict[str, Any] | None:
+    """`--baseline`: a repeat run id (its successful seeds' values) or a number. A folds repeat
+    (`design`, its `xp.split.design`) compares with a repeat of the same folds only, paired by
+    fold: its values by (fold, seed) are `by_split`.
 
     Raises:
-        RepeatError: not a number, not a repeat run, or fewer than 2 seeds with the metric.
+        RepeatError: not a number, not a repeat run, fewer than 2 seeds with the metric, or
+            another split design than the candidate's.
     """
     if spec is None:
         return None
@@ -144,18 +230,32 @@ def resolve_baseline(spec: str | None, metric: str) -> dict[str, Any] | None:
         raise RepeatError(
             f"--baseline {spec}: not a repeat run (xp.kind={run.data.tags.get('xp.kind')})"
         )
+    theirs = run.data.tags.get("xp.split.design")
+    if theirs != design:
+        said = {None: "the files' own split"}
+        raise RepeatError(
+            f"--baseline {spec} was run on {said.get(theirs, theirs)} and this repeat on "
+            f"{said.get(design, design)}: compare repeats of the same split design (the same "
+            "--folds/--resamples and --split-seed), paired by fold"
+        )
     runs, _ = recorded_seed_runs(run)
-    values = list(successful_values(runs, metric).values())
+    by_key = successful_values(runs, metric)
+    values = list(by_key.values())
     if len(values) < 2:
         raise RepeatError(
             f"--baseline {spec}: {len(values)} successful seeds have {metric}; need 2 or more"
         )
-    return {"kind": "run", "id": spec, "values": values,
-            "test_md5": run.data.tags.get("xp.data.test.md5")}  # fmt: skip
+    out = {"kind": "run", "id": spec, "values": values,
+           "test_md5": run.data.tags.get("xp.data.test.md5")}  # fmt: skip
+    if design:
+        out["by_split"] = by_key
+        out["split_md5"] = {r.fold: r.split.get("md5") for r in runs if r.split.get("md5")}
+    return out
 
 
 def _same_provenance(run: Any, tags: dict[str, str]) -> bool:
-    keys = [k for k in tags if k.endswith(".md5")] + ["xp.git.commit", "xp.seeds", "xp.study"]
+    keys = [k for k in tags if k.endswith(".md5")] + ["xp.git.commit", "xp.seeds", "xp.study",
+                                                      "xp.split.design"]  # fmt: skip
     return all(run.data.tags.get(k) == tags.get(k) for k in keys)
 
 
@@ -171,14 +271,17 @@ def find_parent(experiment_id: str, tags: dict[str, str]) -> str | None:
     return found[-1].info.run_id if found else None
 
 
-def collect(parent_id: str, seeds: list[int], metric: str) -> tuple[list[SeedRun], dict]:
+def collect(
+    parent_id: str, seeds: list[int], metric: str, folds: int | None = None
+) -> tuple[list[SeedRun], dict]:
     """The seeds' runs and their learning curves (validation metric, training loss)."""
     from xp.record import artifacts, track
 
-    runs = seed_runs(track.children_of(parent_id), seeds)
+    runs = seed_runs(track.children_of(parent_id), seeds, folds)
     val_key = f"val/{metric.rsplit('/', 1)[-1]}"
     keys = [val_key, f"train_sample/{val_key[4:]}", "train/loss"]  # (the sample: overfitting)
-    histories = {r.seed: track.metric_histories(r.run_id, keys) for r in runs if r.run_id}
+    histories = {r.seed if r.fold is None else r.label: track.metric_histories(r.run_id, keys)
+                 for r in runs if r.run_id}  # fmt: skip
     for r in runs:  # each seed's error analysis (none for a run recorded before it)
         r.errors = artifacts.recorded_json(r.run_id, "errors/errors.json") if r.run_id else {}
     return runs, histories
@@ -217,8 +320,12 @@ def repeat(
     on_event: OnEvent | None = None,
     on_parent: Any = None,
     extra_tags: dict[str, str] | None = None,
+    folds: int | None = None,
+    resamples: int | None = None,
+    split_seed: int = 1,
 ) -> dict[str, Any]:
-    """Train every seed of one configuration under a parent run and summarise them.
+    """Train every seed of one configuration under a parent run and summarise them; with
+    `folds` (or `resamples`), every seed on every fold: a child run per (fold, seed).
 
     Args:
         config: the validated config (its own seed is ignored; `--seeds` decides).
@@ -234,6 +341,9 @@ def repeat(
         on_parent: called with the parent run id once it exists.
         extra_tags: tags of the parent besides xp's own (a search's `xp.study`, `xp.stage`,
             `mlflow.parentRunId`); `xp.study` is part of what a resumed repeat must match.
+        folds: K-fold over train + validation pooled (the test set fixed), or None.
+        resamples: that many random re-splits of the same sizes instead, or None.
+        split_seed: the seed of the folds, the same for every seed of the repeat.
 
     Returns:
         The summary, with `parent_run_id` and `report_dir` added.
@@ -241,21 +351,16 @@ def repeat(
     Raises:
         XpError: bad seeds or metric, unknown baseline, missing data.
     """
-    from xp.config import metric_key, metrics_for
-
     seeds = parse_seeds(seeds_spec)
     if any(o.split("=", 1)[0].split(".")[0] == "seed" for o in overrides):
         raise RepeatError("seeds of a repeat come from --seeds, not seed=... overrides")
-    metric = metric_key(metric or f"test/{config.eval.metric}")
-    name = metric.rsplit("/", 1)[-1]
-    extra_tests = getattr(config.data, "extra_tests", {})  # (a script project's data: none)
-    prefixes = ("test/", "best/val/", *(f"test:{t}/" for t in extra_tests))
-    if not metric.startswith(prefixes) or name not in metrics_for(config.task):
-        allowed = ", ".join(f"test/{m}" for m in metrics_for(config.task))
-        extra = ", ".join(f"test:{t}/<m>" for t in extra_tests)
-        raise RepeatError(f"--metric {metric}: not a {config.task} metric; use one of {allowed}"
-                          + (f" (or an extra test set's: {extra})" if extra else ""))  # fmt: skip
+    metric = check_metric(config, metric)
     _check_baseline_number(baseline)  # before the store is opened: a typo costs nothing
+    design = split_design(config, overrides, folds, resamples, split_seed)
+    if design:
+        from xp.train.data import first_fold
+
+        design["md5_0"] = first_fold(config, workspace.root, design)["md5"]
     executor.warm_up(len(seeds), config.train.numerics)  # workers import while we set up
     from xp.record import tags as record
     from xp.record import track
@@ -263,26 +368,24 @@ def repeat(
     from xp.train.models import model_source
 
     configure_store(workspace)
-    base = resolve_baseline(baseline, metric)
+    base = resolve_baseline(baseline, metric, design and design["design"])
     prov = record.gather(config, workspace, model_source(config, workspace.root))
-    if base and base.get("test_md5") and base["test_md5"] != prov.data["test"]["md5"]:
-        raise RepeatError(
-            f"--baseline {base['id']} was tested on other test data (md5 {base['test_md5']} vs "
-            f"{prov.data['test']['md5']}): a score on other data proves nothing"
-        )
+    _check_same_data(base, design, prov.data["test"]["md5"])
     extra = ["--metric", metric] + (["--baseline", baseline] if baseline else [])
     extra += ["--alpha", str(alpha)] if alpha != 0.05 else []
     extra += ["--min-effect", str(min_effect)] if min_effect else []
+    if design:
+        extra += [design["option"], str(design["count"]), "--split-seed", str(split_seed)]
     command = repeat_command(config.project, overrides, seeds_spec, extra)
     tags = record.tags_for(config, prov, config.train.deterministic, command)
     tags.update({"xp.kind": "repeat", "xp.seeds": ",".join(map(str, seeds)), "xp.metric": metric,
                  "xp.alpha": str(alpha), "xp.min_effect": str(min_effect)})  # fmt: skip
     if baseline:
         tags["xp.baseline"] = baseline
-    tags["mlflow.runName"] = run_name(config, workspace.projects, f"x{len(seeds)}")
+    tags.update(design_tags(design))
+    suffix = f"{design['kind']}{design['count']}x{len(seeds)}" if design else f"x{len(seeds)}"
+    tags["mlflow.runName"] = run_name(config, workspace.projects, suffix)
     tags.update(extra_tags or {})  # a search's confirmation: its study, nested under it
-    import os
-
     existing = None
     if not os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run` the parent is MLflow's run
         existing = find_parent(track.experiment_for(config.project, workspace), tags)
@@ -295,23 +398,23 @@ def repeat(
     try:
         if existing is None:
             tracker.log_params(shared_params(config))
-            from xp.config import to_yaml
-
             tracker.log_text(to_yaml(config), "config.yaml")
-        runs, _ = collect(parent, seeds, metric)
+        count = design["count"] if design else None
+        runs, _ = collect(parent, seeds, metric, count)
         if _wait_for_live_seeds(workspace, runs):  # orphans of a killed parent still checkpointing
-            runs, _ = collect(parent, seeds, metric)
+            runs, _ = collect(parent, seeds, metric, count)
         log_dir = workspace.run_dir(parent)
-        jobs = plan_jobs(runs, [config.project, *overrides], parent,
-                         executor.threads_per_job(), log_dir, config.train.numerics)  # fmt: skip
+        jobs = plan_jobs(runs, [config.project, *overrides], parent, executor.threads_per_job(),
+                         log_dir, config.train.numerics, design)  # fmt: skip
         env = {"MLFLOW_EXPERIMENT_ID": track.get_run(parent).info.experiment_id}
         for job in jobs:
             job.env.update(env)
-        run_seeds(executor, jobs, on_event or (lambda *a: None))
-        runs, histories = collect(parent, seeds, metric)
+        run_seeds(executor, jobs, labelled(on_event or (lambda *a: None), runs, design))
+        runs, histories = collect(parent, seeds, metric, count)
         summary = summarize(runs, metric, base, alpha, min_effect)
-        summary["reused_seeds"] = sorted(set(seeds) - {j.seed for j in jobs})
-        title = f"{tags['mlflow.runName']}: {metric} over seeds"  # (its readable name)
+        summary["reused_seeds"] = reused(runs, jobs)
+        over = "folds x seeds" if design else "seeds"
+        title = f"{tags['mlflow.runName']}: {metric} over {over}"  # (its readable name)
         summary["report_dir"] = str(record_summary(tracker, summary, histories, title, workspace))
         summary["parent_run_id"] = parent
         tracker.end("FINISHED")
@@ -338,12 +441,12 @@ def rebuild_report(parent_id: str, workspace: Workspace) -> dict[str, Any]:
         raise RepeatError(f"run {parent_id} is not a repeat run (xp.kind={tags.get('xp.kind')})")
     seeds = [int(s) for s in tags["xp.seeds"].split(",")]
     metric = tags["xp.metric"]
-    base = resolve_baseline(tags.get("xp.baseline"), metric)
+    base = resolve_baseline(tags.get("xp.baseline"), metric, tags.get("xp.split.design"))
     alpha, min_effect = float(tags.get("xp.alpha", 0.05)), float(tags.get("xp.min_effect", 0))
-    runs, histories = collect(parent_id, seeds, metric)
+    runs, histories = collect(parent_id, seeds, metric, folds_of(tags))
     summary = summarize(runs, metric, base, alpha, min_effect)
     name = tags.get("mlflow.runName") or f"{tags['xp.project']} {tags['xp.config_hash']}"
-    title = f"{name}: {metric} over seeds"
+    title = f"{name}: {metric} over {'folds x seeds' if folds_of(tags) else 'seeds'}"
     tracker = track.MlflowTracker(parent_id)
     summary["report_dir"] = str(record_summary(tracker, summary, histories, title, workspace))
     tracker.flush()

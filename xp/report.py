@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from xp import stats
 from xp.diagnose import diagnosis
 
 PLOTS = ("learning_curves.png", "final_metric.png", "baseline.png")
@@ -49,16 +50,18 @@ def plot_learning_curves(histories: dict[int, dict[str, list]], val_key: str, ou
     sample_key = "train_sample/" + val_key.rsplit("/", 1)[-1]
     for i, (seed, hist) in enumerate(sorted(histories.items())):
         color = f"C{i % 10}"
+        name = seed if isinstance(seed, str) else f"seed {seed}"  # (folds: `fold 0 seed 1`)
         if hist.get(val_key):
-            ax1.plot(*zip(*hist[val_key]), marker=".", color=color, label=f"seed {seed}")
+            ax1.plot(*zip(*hist[val_key]), marker=".", color=color, label=name)
         if hist.get(sample_key):  # the training sample, measured alike: the gap is overfitting
             ax1.plot(*zip(*hist[sample_key]), linestyle=":", color=color, alpha=0.8)
         if hist.get("train/loss"):
-            ax2.plot(*zip(*hist["train/loss"]), alpha=0.7, color=color, label=f"seed {seed}")
+            ax2.plot(*zip(*hist["train/loss"]), alpha=0.7, color=color, label=name)
     shown = any(h.get(sample_key) for h in histories.values())
     ax1.set(title=f"{val_key}{' (dotted: training sample)' if shown else ''}", xlabel="step")
     ax2.set(title="train/loss", xlabel="step", yscale="log")
-    ax1.legend(fontsize=8)
+    if len(histories) <= 12:  # (25 folds x seeds: the colours say enough)
+        ax1.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -159,7 +162,8 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
         d, m = r.get("diagnosis") or {}, r["metrics"]
         events = [f"{k} {int(v)}" for k, v in m.items() if k.startswith("monitor/") and v]
         counted = any(k.startswith("monitor/") for k in m)
-        seeds.append([str(r["seed"]), str(r["run_id"]), r["outcome"], _fmt(m.get(metric)),
+        which = str(r["seed"]) if r.get("fold") is None else f"{r['seed']} (fold {r['fold']})"
+        seeds.append([which, str(r["run_id"]), r["outcome"], _fmt(m.get(metric)),
                       d.get("text", "-"), _fmt(d.get("gap_at_best")),
                       ", ".join(e.removeprefix("monitor/") for e in events)
                       or ("none" if counted else "-")])  # fmt: skip
@@ -173,6 +177,7 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
         note = f" {boot['note']}" if boot.get("note") else ""
         lines.append(("Bootstrap", f"BCa bootstrap 95% interval of the mean: [{_fmt(boot['low'])}, "
                       f"{_fmt(boot['high'])}].{note}"))  # fmt: skip
+    lines += _folds_sections(summary.get("folds"))
     cmp = summary.get("comparison")
     if cmp:
         base = summary["baseline"]
@@ -182,18 +187,38 @@ def _sections(summary: dict[str, Any], title: str) -> list[tuple[str, list[list[
             ["quantity", "value"],
             ["baseline", what],
             ["improvement (mean difference, positive = better)", _fmt(cmp["diff"])],
-            ["95% CI of the improvement (Welch)",
+            [f"95% CI of the improvement ({stats.test_of(cmp)[0].removeprefix('one-sided ')})",
              f"[{_fmt(cmp['diff_ci95_low'])}, {_fmt(cmp['diff_ci95_high'])}]"],
-            ["one-sided Welch t-test p", _p(cmp["welch"]["p_value"])],
+            [f"{stats.test_of(cmp)[0]} test p", _p(stats.test_of(cmp)[1])],
             ["one-sided Mann-Whitney U p", _p(mw.get("p_value"))],
             ["smallest p a rank test can reach with these seeds", _p(mw.get("min_p"))],
-            ["P(a seed beats a baseline seed)", _fmt(cmp["prob_improvement"])],
+            ["P(a seed beats a baseline seed)", _fmt(cmp.get("prob_improvement"))],
             ["seeds per arm a power analysis asks for (80% power)", _fmt(cmp.get("seeds_needed"))],
             ["verdict", str(summary["verdict"])],
         ]  # fmt: skip
         lines.append(("Against the baseline", rows))
     lines.append(("How to read this", READING))
     return lines
+
+
+def _folds_sections(folds: dict[str, Any] | None) -> Sections:
+    """A folds repeat's: each split's mean over its seeds, and the variance decomposition."""
+    if not folds:
+        return []
+    rows = [["split", "mean over seeds", "rows md5"]]
+    for split, mean in folds["by_split"].items():
+        rows.append([str(split), _fmt(mean), str(folds["split_md5"].get(split, ""))[:12]])
+    out: Sections = [(f"Splits ({folds['kind']}, {folds['count']})", rows)]
+    vc = folds.get("variance") or {}
+    if vc.get("variance"):
+        table = [["source", "variance", "share"]]
+        for name in ("seed", "split", "residual"):
+            table.append([name, _fmt(vc["variance"][name]), f"{vc['share'][name]:.0%}"])
+        table.append(["what it means", vc["advice"], ""])
+        out.append(("Where the variance comes from (random-effects model, REML)", table))
+    elif vc.get("error"):
+        out.append(("Where the variance comes from", vc["error"]))
+    return out
 
 
 READING = (
@@ -285,13 +310,18 @@ def note(summary: dict[str, Any]) -> str:
         what = _baseline_label(base, "`")
         lines.append(f"- baseline: {what}, mean {_fmt(statistics.fmean(base['values']))}")
         if cmp:
+            test, p = stats.test_of(cmp)
             lines.append(
                 f"- verdict: **{summary['verdict']}**: improvement {_fmt(cmp['diff'])}, 95% CI "
-                f"[{_fmt(cmp['diff_ci95_low'])}, {_fmt(cmp['diff_ci95_high'])}], one-sided Welch "
-                f"p = {_p(cmp['welch']['p_value'])}"
+                f"[{_fmt(cmp['diff_ci95_low'])}, {_fmt(cmp['diff_ci95_high'])}], {test} "
+                f"p = {_p(p)}"
             )
         else:
             lines.append("- verdict: none (fewer than 2 successful seeds)")
+    vc = (summary.get("folds") or {}).get("variance") or {}
+    if vc.get("advice") or vc.get("error"):
+        lines.append(f"- variance over {vc.get('splits')} splits x {vc.get('seeds')} seeds: "
+                     f"{vc.get('advice') or vc['error']}")  # fmt: skip
     lines.append("- full report: artifacts `report/report.html`, `report/report.md`")
     return "\n".join(lines) + "\n"
 

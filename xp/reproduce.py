@@ -84,7 +84,7 @@ def reproduce(
         on_event: progress callback of the executor (seed, kind, info).
         on_start: called with the new run's id once it exists.
         margin: a repeat only: the equivalence margin (metric units) of the statistical verdict;
-            None: half the original's seed-to-seed standard deviation.
+            None: `default_margin`, what the original's and the re-run's seeds can resolve.
         seeds: a repeat only: fresh seeds (`6,7,8` or a count after the recorded ones) to re-run
             instead of the recorded ones; then only the statistical verdict applies.
         executor: `warm` (workers that train seed after seed) or `process` (a process per
@@ -96,7 +96,8 @@ def reproduce(
         that changed: this machine's libraries are used, not the recorded ones), "log_dir"}.
 
     Raises:
-        ReproduceError: the run is still running or killed, or an option does not fit it.
+        ReproduceError: the run is still running or killed, or an option does not fit it (a
+            margin <= 0, or one that spans the whole range of a metric bounded in [0, 1]).
         RebuildError: the commit, diff or data is gone.
         TrackingError: unknown run id.
     """
@@ -111,9 +112,10 @@ def reproduce(
     original = track.get_run(run_id)
     tags = original.data.tags
     kind = _check_reproducible(original, margin, seeds)
+    children = _originals(original)
+    _check_margin(margin, tags.get("xp.metric", "test/f1"), children)
     commit = tags.get("xp.git.commit")
     check_commit(root, commit, run_id, tags.get("xp.git.remote"))
-    children = _originals(original)
     fresh = _fresh_seeds(seeds, children) if seeds is not None else None
     diff = _recorded_diff(original, children)
     data = {}
@@ -181,6 +183,29 @@ def _check_reproducible(original: Any, margin: float | None, seeds: str | None) 
     return kind
 
 
+# metrics that lie in [0, 1] by definition (a task's, by their last path component)
+UNIT_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "mean_token_accuracy"})
+
+
+def _check_margin(margin: float | None, metric: str, children: list[Any]) -> None:
+    """Refuse a margin as wide as the metric's whole range: every two results would be
+    `equivalent` (checked before anything is recorded).
+
+    Raises:
+        ReproduceError: `metric` is a [0, 1] one (and its recorded values say so: a script may
+            log a percentage under such a name) and `margin` >= 1.
+    """
+    if margin is None or margin < 1 or metric.rsplit("/", 1)[-1] not in UNIT_METRICS:
+        return
+    values = [c.data.metrics[metric] for c in children if metric in c.data.metrics]
+    if all(0.0 <= v <= 1.0 for v in values):
+        raise ReproduceError(
+            f"--margin {margin:g}: {metric} lies in [0, 1], so any two results are within "
+            f"+-{margin:g} of each other; give a margin below 1 (e.g. 0.02), or none for the "
+            "default"
+        )
+
+
 def _recorded_diff(original: Any, children: list[Any]) -> str | None:
     """The uncommitted diff the run trained with (None on a clean tree); a repeat's seeds share
     it and carry it."""
@@ -214,13 +239,17 @@ def _seed_jobs(
 
     new_ids, jobs = {}, []
     plan = [(int(c.data.params.get("seed", 0)), c) for c in children]
-    if fresh is not None:  # the first seed's record, with another seed each
-        plan = [(seed, children[0]) for seed in fresh]
+    if fresh is not None:  # the first seed's record (on each of its folds), another seed each
+        first = [
+            c for c in children if c.data.params.get("seed") == children[0].data.params.get("seed")
+        ]
+        plan = [(seed, c) for seed in fresh for c in first]
     for seed, child in plan:
         links = {"xp.group": group, "mlflow.parentRunId": group} if group else {}
         if fresh is not None:
             links["xp.reproduce.fresh_seed"] = "true"
-        new_ids[seed] = _new_run(experiment, child, links)
+        key = run_key(child, seed)
+        new_ids[key] = _new_run(experiment, child, links)
         command = child.data.tags.get("xp.command", "")
         if not command.startswith("xp train"):
             raise ReproduceError(f"run {child.info.run_id} recorded no `xp train` command")
@@ -229,11 +258,25 @@ def _seed_jobs(
             args = [a for a in args if not a.startswith("seed=")] + [f"seed={seed}"]
         if group:
             args += ["--group", group]
-        env = {"MLFLOW_RUN_ID": new_ids[seed], "PYTHONPATH": str(code),
+        env = {"MLFLOW_RUN_ID": new_ids[key], "PYTHONPATH": str(code),
                "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}  # fmt: skip
         numerics = child.data.params.get("train.numerics", "native")
-        jobs.append(SeedJob(seed, args, env=env, log=work / f"seed-{seed}.log", numerics=numerics))
+        name = f"seed-{seed}" if key == seed else f"fold-{key // FOLD_KEY - 1}-seed-{seed}"
+        jobs.append(SeedJob(key, args, env=env, log=work / f"{name}.log", numerics=numerics))
     return new_ids, jobs
+
+
+FOLD_KEY = 1_000_000  # a folds repeat's run key: fold * FOLD_KEY + seed (seeds stay below it)
+
+
+def run_key(child: Any, seed: int | None = None) -> int:
+    """What tells a repeat's training run apart among its re-runs: its seed, or for a run of a
+    folds repeat its fold and seed as one number (`fold * FOLD_KEY + seed`)."""
+    from xp.summary import run_fold
+
+    seed = int(child.data.params.get("seed", 0)) if seed is None else seed
+    fold = run_fold(child)
+    return seed if fold is None else (fold + 1) * FOLD_KEY + seed
 
 
 def _fresh_seeds(spec: str, children: list[Any]) -> list[int]:
@@ -252,13 +295,22 @@ def _fresh_seeds(spec: str, children: list[Any]) -> list[int]:
     return seeds
 
 
-def default_margin(values: list[float]) -> float:
-    """Half the original's seed-to-seed standard deviation: a shift of the mean smaller than half
-    of what a change of seed moves one run is not a difference anyone could act on."""
-    import numpy as np
+def default_margin(values: list[float], n_b: int) -> float:
+    """The margin `values` (the original seeds) and `n_b` re-run seeds can resolve
+    (`stats.resolvable_margin`): the one at which a perfect reproduction comes out `equivalent`
+    with probability 0.8 (2.47 sd of the original at 5 vs 5 seeds, 1.48 sd at 10 vs 10).
 
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return max(0.5 * sd, 1e-4)
+    A default must be a margin the usual repeat can pass: half the original's sd, the default
+    before, was never passed by a perfect 5-, 10- or 15-seed reproduction (TOST needs the whole
+    90% interval of the difference inside the margin, and with a few seeds that interval alone is
+    wider than a sd). It must also still catch a real change, and it does: at a true difference
+    of the margin TOST says `equivalent` at most alpha (5%) of the time. Only the original's sd
+    sets it (a noisy re-run cannot widen its own margin); it is wide with few seeds (0.2 macro-F1
+    for 5 digits seeds of sd 0.083), so the verdict says how wide and what the seeds could have
+    shown (the equivalence bound). Floored at 1e-4 for an original whose seeds are all equal."""
+    from xp import stats
+
+    return max(stats.resolvable_margin(values, n_b), 1e-4)
 
 
 def _equivalence(
@@ -268,22 +320,33 @@ def _equivalence(
     against the re-run ones."""
     from xp import stats
     from xp.record import track
-    from xp.summary import seed_runs, successful_values
+    from xp.repeat import folds_of
 
     metric = original.data.tags.get("xp.metric", "test/f1")
-    seeds = [int(c.data.params.get("seed", 0)) for c in children]
-    before = list(successful_values(seed_runs(children, seeds), metric).values())
-    again = seed_runs([track.get_run(i) for i in new_ids.values()], list(new_ids))
-    after = list(successful_values(again, metric).values())
+    folds = folds_of(original.data.tags)
+    rerun = [track.get_run(i) for i in new_ids.values()]
+    before, after = (_unit_values(runs, metric, folds) for runs in (children, rerun))
     if len(before) < 2 or len(after) < 2:
         raise ReproduceError(
             f"{metric}: {len(before)} original and {len(after)} re-run seeds succeeded; the "
             "statistical verdict needs 2 or more on each side"
         )
-    chosen = margin if margin is not None else default_margin(before)
+    chosen = margin if margin is not None else default_margin(before, len(after))
     test = stats.tost(before, after, chosen)
     return {"verdict": test["verdict"], "equivalence": {**test, "metric": metric,
-            "margin_default": margin is None}}  # fmt: skip
+            "margin_default": margin is None, "sd_a": stats.describe(before)["std"]}}  # fmt: skip
+
+
+def _unit_values(runs: list[Any], metric: str, folds: int | None) -> list[float]:
+    """The values TOST compares, one per independent replicate: each seed's value, or in a folds
+    repeat each seed's mean over its folds, for seeds with every fold (the folds are shared, the
+    seeds are the draws)."""
+    from xp.stats import seed_means
+    from xp.summary import seed_runs, successful_values
+
+    seeds = sorted({int(r.data.params.get("seed", 0)) for r in runs})
+    values = successful_values(seed_runs(runs, seeds, folds), metric)
+    return list(seed_means(values, range(folds)).values()) if folds else list(values.values())
 
 
 def _record_equivalence(group: str | None, result: dict[str, Any]) -> None:
@@ -295,6 +358,7 @@ def _record_equivalence(group: str | None, result: dict[str, Any]) -> None:
     client = mlflow.MlflowClient()
     for key, value in {"xp.reproduce.verdict": result["verdict"],
                        "xp.reproduce.margin": f"{eq['margin']:g}",
+                       "xp.reproduce.bound": f"{eq['bound']:.4g}",
                        "xp.reproduce.p_value": f"{eq['p_value']:.4g}"}.items():  # fmt: skip
         client.set_tag(group, key, value)
     client.log_text(group, to_markdown(result), "reproduce/comparison.md")
@@ -355,10 +419,17 @@ def _verdicts(
     from xp.record import track
 
     rows, mismatches, per_seed, env, causes = [], [], {}, set(), {}
+    from xp.summary import run_fold
+
     for child in children:
-        seed = int(child.data.params.get("seed", 0))
-        new = track.get_run(new_ids[seed])
-        prefix = f"seed {seed}: " if group else ""
+        key, fold = run_key(child), run_fold(child)
+        seed = int(child.data.params.get("seed", 0)) if fold is None else f"{fold}/{key % FOLD_KEY}"
+        new = track.get_run(new_ids[key])
+        prefix = (
+            (f"seed {seed}: " if fold is None else f"fold {fold} seed {key % FOLD_KEY}: ")
+            if group
+            else ""
+        )
         seed_rows = compare_values(child.data.metrics, new.data.metrics, tolerance, prefix)
         seed_rows.append(outcome_row(child, new, prefix))
         ran = dict(new.data.tags)
@@ -372,7 +443,7 @@ def _verdicts(
         rows += seed_rows
         mismatches += [prefix + m for m in seed_mismatch]
         env.update(environment_changes(child.data.tags, new.data.tags))
-        _record(new_ids[seed], child.info.run_id, seed_rows, seed_mismatch, tolerance, cause)
+        _record(new_ids[key], child.info.run_id, seed_rows, seed_mismatch, tolerance, cause)
     if group and children:  # (fresh seeds are not the same seeds: only statistics compare)
         new_group = track.get_run(group).data.metrics
         summary = compare_values(original.data.metrics, new_group, tolerance)

@@ -31,40 +31,75 @@ class SeedRun:
     fingerprints: dict[str, str] = field(default_factory=dict)  # kind -> hash (xp.fingerprint.*)
     diagnosis: dict[str, Any] = field(default_factory=dict)  # xp.diagnosis.* read back
     errors: dict[str, Any] = field(default_factory=dict, repr=False)  # errors/errors.json
+    fold: int | None = None  # a folds repeat's: the fold (or resample) it trained on
+    split: dict[str, str] = field(default_factory=dict)  # its `xp.split.*` tags (md5, sizes)
 
     @property
     def succeeded(self) -> bool:
         return self.outcome in SUCCESS
 
+    @property
+    def key(self) -> int | tuple[int, int]:
+        """What tells it apart in its repeat: the seed, or (fold, seed) in a folds repeat."""
+        return self.seed if self.fold is None else (self.fold, self.seed)
 
-def seed_runs(children: list[Any], seeds: list[int]) -> list[SeedRun]:
-    """The latest child run of each seed, with its outcome (`crashed`/`killed`: no outcome)."""
-    latest: dict[int, Any] = {}
+    @property
+    def label(self) -> str:
+        return f"seed {self.seed}" if self.fold is None else f"fold {self.fold} seed {self.seed}"
+
+
+def run_fold(run: Any) -> int | None:
+    """The fold (or resample) a training run trained on; None on the files' own split."""
+    index = run.data.params.get("data.resplit.index")
+    return int(index) if index not in (None, "None") else None
+
+
+def seed_runs(children: list[Any], seeds: list[int], folds: int | None = None) -> list[SeedRun]:
+    """The latest child run of each seed (of each (fold, seed) with `folds`), with its outcome
+    (`crashed`/`killed`: no outcome)."""
+    keys = [(f, s) for f in range(folds) for s in seeds] if folds else [(None, s) for s in seeds]
+    latest: dict[tuple, Any] = {}
     for run in children:
-        seed = int(run.data.params.get("seed", -1))
-        newer = seed not in latest or run.info.start_time > latest[seed].info.start_time
-        if seed in seeds and newer:
-            latest[seed] = run
+        key = (run_fold(run) if folds else None, int(run.data.params.get("seed", -1)))
+        newer = key not in latest or run.info.start_time > latest[key].info.start_time
+        if key[1] in seeds and newer:
+            latest[key] = run
     out = []
-    for seed in seeds:
-        run = latest.get(seed)
+    for fold, seed in keys:
+        run = latest.get((fold, seed))
         if run is None:
-            out.append(SeedRun(seed, None, "MISSING", "crashed"))
+            out.append(SeedRun(seed, None, "MISSING", "crashed", fold=fold))
             continue
         outcome = run.data.tags.get("xp.outcome")
         if outcome is None:
             outcome = "killed" if run.info.status in ("KILLED", "RUNNING") else "crashed"
         prints = {k.removeprefix(fingerprint.TAG): v for k, v in run.data.tags.items()
                   if k.startswith(fingerprint.TAG)}  # fmt: skip
+        split = {k.removeprefix("xp.split."): v for k, v in run.data.tags.items()
+                 if k.startswith("xp.split.")}  # fmt: skip
         out.append(SeedRun(seed, run.info.run_id, run.info.status, outcome,
                            dict(run.data.metrics), prints,
-                           overfitting.from_tags(run.data.tags)))  # fmt: skip
+                           overfitting.from_tags(run.data.tags), fold=fold,
+                           split=split))  # fmt: skip
     return out
 
 
-def successful_values(runs: list[SeedRun], metric: str) -> dict[int, float]:
-    """Seed -> metric, over the successful seeds that report it."""
-    return {r.seed: r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics}
+def successful_values(runs: list[SeedRun], metric: str) -> dict[Any, float]:
+    """Seed (or (fold, seed)) -> metric, over the successful runs that report it."""
+    return {r.key: r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics}
+
+
+def split_ratio(runs: list[SeedRun]) -> float:
+    """n_validation / n_train of a folds repeat's splits (the corrected t-test's ratio).
+
+    Raises:
+        ValueError: no run recorded its split's sizes.
+    """
+    sizes = [(int(r.split["n_validation"]), int(r.split["n_train"])) for r in runs
+             if "n_validation" in r.split and "n_train" in r.split]  # fmt: skip
+    if not sizes:
+        raise ValueError("no run of the repeat recorded its split's sizes (xp.split.n_train)")
+    return float(np.mean([v / t for v, t in sizes]))
 
 
 def _summary_keys(runs: list[SeedRun]) -> list[str]:
@@ -106,9 +141,13 @@ def summarize(
     summary: dict[str, Any] = {
         "metric": metric,
         "higher_is_better": better_high,
-        "seeds": [r.seed for r in runs],
-        "failed_seeds": [r.seed for r in runs if not r.succeeded],
-        "per_seed": [{k: v for k, v in r.__dict__.items() if k != "errors"} for r in runs],
+        "seeds": sorted({r.seed for r in runs}),
+        "failed_seeds": [
+            r.seed if r.fold is None else f"{r.fold}/{r.seed}" for r in runs if not r.succeeded
+        ],  # fmt: skip
+        "per_seed": [
+            {k: v for k, v in r.__dict__.items() if k not in ("errors", "split")} for r in runs
+        ],  # fmt: skip
         "seed_check": fingerprint.seed_check(runs),
         "diagnosis": diagnosis.over_seeds(runs),
         "stats": {},
@@ -120,7 +159,8 @@ def summarize(
     values = list(successful_values(runs, metric).values())
     if metric not in summary["stats"] and values == []:
         summary["stats"][metric] = {"successful": {"n": 0}, "all": {"n": 0}}
-    if len(values) >= 2:
+    folded = any(r.fold is not None for r in runs)
+    if len(values) >= 2 and not folded:  # (folds: the runs are not independent draws)
         summary["bootstrap"] = stats.bootstrap_interval(values, method="bca", rng=rng)
     val_key = f"best/val/{metric.rsplit('/', 1)[-1]}"
     val_values = [r.metrics[val_key] for r in runs if r.succeeded and val_key in r.metrics]
@@ -131,12 +171,50 @@ def summarize(
         }
     summary["baseline"] = baseline
     summary["verdict"] = None
+    if folded:  # (the intervals over folds replace the t intervals over independent seeds)
+        summary.update(_over_folds(runs, metric, baseline, better_high, alpha, min_effect))
+        for key, ci in summary["folds"]["by_metric"].items():
+            summary["stats"][key]["successful"].update(ci95_low=ci["ci95_low"],
+                                                       ci95_high=ci["ci95_high"])  # fmt: skip
+        return _jsonable(summary)
     if baseline is not None and len(values) >= 2:
         cmp = stats.compare(values, baseline["values"], better_high, alpha, min_effect, rng=rng)
         summary["comparison"] = cmp
         summary["verdict"] = stats.verdict(cmp, alpha, min_effect)
         summary["min_rank_p"] = stats.min_rank_p(len(values), len(baseline["values"]))
     return _jsonable(summary)
+
+
+def _over_folds(
+    runs: list[SeedRun], metric: str, baseline: dict[str, Any] | None, better_high: bool,
+    alpha: float, min_effect: float,
+) -> dict[str, Any]:  # fmt: skip
+    """A folds repeat's statistics: every metric's interval over its splits' means with the
+    corrected variance, the variance decomposition of `metric`, and the verdict paired by split.
+
+    Runs of one fold share its training rows, and folds share most of theirs, so the K x S runs
+    are not K x S independent draws: a t interval over them all would be far too narrow."""
+    ratio = split_ratio(runs)
+    out: dict[str, Any] = {}
+    for key in _summary_keys(runs):
+        by = {r.key: r.metrics[key] for r in runs if r.succeeded and key in r.metrics}
+        means = list(stats.split_means(by).values())
+        low, high = stats.corrected_interval(means, ratio)
+        out[key] = {"ci95_low": low, "ci95_high": high, "splits": len(means)}
+    values = successful_values(runs, metric)
+    first = next((r.split for r in runs if r.split), {})
+    folds = {"kind": first.get("kind"), "count": first.get("count"), "ratio": ratio,
+             "interval": "corrected resampled t over the splits' means (Nadeau and Bengio)",
+             "by_split": stats.split_means(values),
+             "split_md5": {r.fold: r.split.get("md5") for r in runs if r.split},
+             "variance": stats.variance_components(values), "by_metric": out}  # fmt: skip
+    result: dict[str, Any] = {"folds": folds}
+    if baseline is not None and len(folds["by_split"]) >= 2:
+        other = baseline["values"][0] if baseline["kind"] == "value" else baseline.get("by_split")
+        if other is not None:
+            cmp = stats.compare_folds(values, other, ratio, better_high, alpha, min_effect)
+            result["comparison"], result["verdict"] = cmp, stats.verdict(cmp, alpha, min_effect)
+    return result
 
 
 def _jsonable(obj: Any) -> Any:

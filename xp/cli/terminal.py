@@ -40,8 +40,9 @@ class SeedProgress:
         out.print(f"repeat run [bold]{run_id}[/] {word}", highlight=False)
 
     def __call__(self, seed: int, kind: str, info: dict) -> None:
+        name = info.get("label") or f"seed {seed}"  # (a folds repeat's: `fold 2 seed 3`)
         if seed not in self._tasks:
-            self._tasks[seed] = self._bar.add_task(f"seed {seed}", total=None)
+            self._tasks[seed] = self._bar.add_task(name, total=None)
         task = self._tasks[seed]
         if kind == "line" and info["line"].startswith("warning: "):  # once, not once per seed
             if info["line"] not in self._warned:
@@ -51,9 +52,9 @@ class SeedProgress:
             self._bar.update(task, completed=info["step"], total=info["total"])
         elif kind == "done":
             word = "done" if info["code"] == 0 else f"exit {info['code']}"
-            self._bar.update(task, description=f"seed {seed} {word}")
+            self._bar.update(task, description=f"{name} {word}")
             if not out.is_terminal:
-                out.print(f"seed {seed}: {word}", highlight=False)
+                out.print(f"{name}: {word}", highlight=False)
 
     def close(self) -> None:
         self._bar.stop()
@@ -75,19 +76,32 @@ def print_summary(summary: dict) -> None:
     """A repeat's statistics table, failed seeds, verdict and where the report is."""
     from xp.report import terminal_rows
 
+    folds = summary.get("folds")
     title = f"{summary['metric']} over seeds (successful seeds)"
+    if folds:
+        title = (f"{summary['metric']} over {folds['count']} {folds['kind']} splits x "
+                 f"{len(summary['seeds'])} seeds (successful runs; 95% CI over the splits' means, "
+                 "corrected for their shared rows)")  # fmt: skip
     print_table(title, ["metric", "n", "mean", "std", "95% CI"], terminal_rows(summary))
+    vc = (folds or {}).get("variance") or {}
+    if vc.get("advice") or vc.get("error"):
+        out.print(f"variance of {summary['metric']}: {vc.get('advice') or vc['error']}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
     if summary["failed_seeds"]:
         out.print(f"failed seeds: {', '.join(map(str, summary['failed_seeds']))}", highlight=False)
     for warning in summary.get("seed_check") or []:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if summary.get("verdict"):
+        from xp.stats import test_of
+
         cmp = summary["comparison"]
+        test, p = test_of(cmp)
+        paired = f", paired over {len(cmp['splits'])} splits" if cmp.get("splits") else ""
+        settle = "" if paired else f"; seeds per arm to settle it: {cmp.get('seeds_needed')}"
         out.print(
             f"verdict: [bold]{summary['verdict']}[/] (improvement {cmp['diff']:.4f}, 95% CI "
-            f"[{cmp['diff_ci95_low']:.4f}, {cmp['diff_ci95_high']:.4f}], one-sided Welch p="
-            f"{cmp['welch']['p_value']:.3g}; seeds per arm to settle it: "
-            f"{cmp.get('seeds_needed')})",
+            f"[{cmp['diff_ci95_low']:.4f}, {cmp['diff_ci95_high']:.4f}], {test} p={p:.3g}"
+            f"{paired}{settle})",
             highlight=False,
         )
     logged = f"runs:/{summary['parent_run_id']}/report"

@@ -308,7 +308,9 @@ def flatten(config: ProjectConfig) -> dict[str, str]:
 # how a run is executed, watched and measured, not what it trains: left out of the hash and the
 # differences (`--jobs` divides threads, a GPU replaces the CPU, another test set measures more)
 EXECUTION_KEYS = {
-    "data": ("extra_tests",),  # (more test sets measure a model; they do not change it)
+    # (more test sets measure a model; they do not change it. The fold a run trains on is, like
+    # its seed, a draw of the design that `xp repeat --folds` records, not the configuration)
+    "data": ("extra_tests", "resplit", "poolable"),
     "train": ("threads", "device", "checkpoint_every", "numerics"),
     "eval": ("train_sample", "retention", "merge_tolerance"),
     "monitor": tuple(MonitorConfig.model_fields),
@@ -359,7 +361,7 @@ def differences(config: ProjectConfig, projects_dir: Path) -> list[str]:
     own, base = flatten(config), flatten(load_config(config.project, [], projects_dir))
     skip = {f"{s}.{k}" for s, keys in EXECUTION_KEYS.items() for k in keys} | {"project"}
     keys = [k for k in own if k != "seed" and not k.startswith("seed.") and k not in skip
-            and own[k] != base.get(k)]  # fmt: skip
+            and k.rsplit(".", 1)[0] not in skip and own[k] != base.get(k)]  # fmt: skip
     last = [k.rsplit(".", 1)[-1] for k in keys]
     # as a user types it: a list is one word; null, true, false as in YAML
     value = {k: YAML_WORDS.get(own[k], _short(own[k]).replace(", ", ",")) for k in keys}

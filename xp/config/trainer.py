@@ -10,6 +10,24 @@ from pydantic import Field, field_validator, model_validator
 from xp.config.base import MonitorConfig, SeedConfig, _Section, metrics_for
 
 
+class ResplitConfig(_Section):
+    """Train and validation pooled and split again, the test set fixed (xp/train/folds.py): one
+    fold of a K-fold (`kfold`) or one random re-split of the same sizes (`resample`). The split is
+    drawn from `seed.split`: `xp repeat --folds K` gives every seed the same K folds."""
+
+    kind: Literal["kfold", "resample"]
+    count: int = Field(ge=2, le=1000)  # folds (kfold) or resamples in the design
+    index: int = Field(0, ge=0)  # this run's fold or resample, from 0
+
+    @model_validator(mode="after")
+    def _index_in_range(self) -> ResplitConfig:
+        if self.index >= self.count:
+            what = "folds" if self.kind == "kfold" else "resamples"
+            raise ValueError(f"data.resplit.index={self.index} is not one of the {self.count} "
+                             f"{what} (0..{self.count - 1})")  # fmt: skip
+        return self
+
+
 class DataConfig(_Section):
     train: str
     validation: str
@@ -22,6 +40,10 @@ class DataConfig(_Section):
     train_limit: int | None = Field(None, ge=1)  # few-shot: keep the first N training rows
     # more test sets, {name: path} (out-of-distribution ones): `test:<name>/<m>` on the kept model
     extra_tests: dict[str, str] = {}
+    # false where train and validation must stay as the files have them (validation later in time,
+    # or other patients): folds and resamples are then refused
+    poolable: bool = True
+    resplit: ResplitConfig | None = None  # folds / resamples of train + validation pooled
 
     @field_validator("extra_tests")
     @classmethod
@@ -205,6 +227,11 @@ class Config(_Section):
         self.optim.check()
         self.augment.check(self.model.kind)
         self.model.check(self.train)
+        if self.data.resplit is not None and not self.data.poolable:
+            raise ValueError(
+                "data.resplit: this project's train and validation cannot be pooled "
+                "(data.poolable: false): its folds would mix what must stay apart"
+            )
         allowed = metrics_for(self.task)
         if self.eval.metric not in allowed:
             raise ValueError(

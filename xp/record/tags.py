@@ -122,7 +122,9 @@ def training_tags(config: ProjectConfig, prov: Provenance, workspace: Workspace,
     readable name, a search trial's `xp.study`... (`XP_RUN_TAGS`), and its repeat's id."""
     command = command_for(config.project, overrides)
     tags = tags_for(config, prov, config.train.deterministic, command)
-    tags["mlflow.runName"] = run_name(config, workspace.projects, f"s{config.seed.master}")
+    fold = getattr(config.data, "resplit", None)  # (a fold's run: `digits f2 s3`)
+    suffix = f"f{fold.index} s{config.seed.master}" if fold else f"s{config.seed.master}"
+    tags["mlflow.runName"] = run_name(config, workspace.projects, suffix)
     tags.update(json.loads(os.environ.get("XP_RUN_TAGS") or "{}"))
     if group:
         tags.update({"xp.group": group, "mlflow.parentRunId": group})  # nested in the MLflow UI
@@ -133,8 +135,8 @@ def params_for(config: ProjectConfig, seeds: dict[str, int]) -> dict[str, str]:
     """Flattened config plus the resolved per-purpose seeds (`seed.init`, ...)."""
     params = flatten(config)
     params.update({f"seed.{k}": str(v) for k, v in seeds.items() if k != "split"})
-    if config.seed.split is not None:
-        params["seed.split"] = str(seeds["split"])
+    if config.seed.split is not None or getattr(config.data, "resplit", None) is not None:
+        params["seed.split"] = str(seeds["split"])  # (a fold's rows are drawn from it)
     return params
 
 

@@ -26,7 +26,13 @@ What is used, and its limits:
   difference they are a planning hint ("how many seeds would make this conclusive"), not
   evidence: the observed difference is itself noisy.
 - `tost` (equivalence): two one-sided Welch tests of "the two means are within a margin": how a
-  re-run on other kernels (another CPU, a GPU) is judged when bits cannot match.
+  re-run on other kernels (another CPU, a GPU) is judged when bits cannot match; its `bound` is
+  the tightest margin the seeds support, and `resolvable_margin` the margin a given number of
+  seeds can pass a perfect re-run at (80% of the time): a reproduction's default.
+- Over folds x seeds (`xp repeat --folds`): `variance_components` (seed, split, residual: a
+  crossed random-effects model), and `compare_folds`, paired by fold with the corrected
+  resampled t-test (`corrected_t`, Nadeau and Bengio 2003): folds share their training rows, so
+  a t-test treating them as independent is far too confident.
 - `compare` collects all of the above for "candidate A vs baseline B" with the metric's direction
   handled, and `verdict` turns it into "holds" / "does_not_hold" / "inconclusive".
 
@@ -34,7 +40,15 @@ Pure numpy/scipy/statsmodels: no I/O, no logging. Every random function takes
 `rng: np.random.Generator | int | None` and uses it (and only it), so a given seed reproduces.
 """
 
-from xp.stats.equivalence import tost
+from xp.stats.equivalence import resolvable_margin, tost
+from xp.stats.folds import (
+    compare_folds,
+    corrected_interval,
+    corrected_t,
+    seed_means,
+    split_means,
+    variance_components,
+)
 from xp.stats.one_arm import bootstrap_interval, describe, t_interval
 from xp.stats.planning import (
     expected_max,
@@ -44,11 +58,13 @@ from xp.stats.planning import (
     seeds_needed,
 )
 from xp.stats.two_arms import holm, mann_whitney, min_rank_p, prob_improvement, welch_test
-from xp.stats.verdict import compare, verdict
+from xp.stats.verdict import compare, test_of, verdict
 
 __all__ = [
-    "bootstrap_interval", "compare", "describe", "expected_max", "expected_max_band",
+    "bootstrap_interval", "compare", "compare_folds", "corrected_interval", "corrected_t",
+    "describe", "expected_max", "expected_max_band",
     "expected_max_unbiased", "holm", "mann_whitney", "min_rank_p", "power_of",
-    "prob_improvement", "seeds_needed", "t_interval", "tost", "verdict",
-    "welch_test",
+    "prob_improvement", "resolvable_margin", "seed_means", "seeds_needed", "split_means",
+    "t_interval", "test_of", "tost", "verdict",
+    "variance_components", "welch_test",
 ]  # fmt: skip

@@ -152,7 +152,8 @@ def verdict(
     Raises:
         ValueError: cmp is not a `compare` result, alpha outside (0, 0.5), non-finite min_effect.
     """
-    missing = [k for k in ("welch", "welch_worse", "diff", "diff_se", "df") if k not in cmp]
+    test = cmp.get("test", "welch")  # (folds: the corrected resampled t-test, xp/stats/folds.py)
+    missing = [k for k in (test, f"{test}_worse", "diff", "diff_se", "df") if k not in cmp]
     if missing:
         raise ValueError(f"cmp is not a compare() result: missing {missing}")
     alpha = _check_alpha(cmp.get("alpha", 0.05) if alpha is None else alpha, upper=0.5)
@@ -160,8 +161,19 @@ def verdict(
         cmp.get("min_effect", 0.0) if min_effect is None else min_effect, "min_effect"
     )
     low, high = _one_sided_bounds(cmp["diff"], cmp["diff_se"], cmp["df"], alpha)
-    if cmp["welch"]["p_value"] < alpha and low > min_effect:
+    if cmp[test]["p_value"] < alpha and low > min_effect:
         return "holds"
-    if cmp["welch_worse"]["p_value"] < alpha or high < min_effect:
+    if cmp[f"{test}_worse"]["p_value"] < alpha or high < min_effect:
         return "does_not_hold"
     return "inconclusive"
+
+
+TEST_NAMES = {"welch": "one-sided Welch",
+              "folds_and_seeds": "one-sided Welch over seeds and corrected resampled t over folds, "
+                                 "the larger"}  # fmt: skip
+
+
+def test_of(cmp: dict[str, Any]) -> tuple[str, float]:
+    """The test a comparison's verdict rests on, as words, and its one-sided p-value."""
+    test = cmp.get("test", "welch")
+    return TEST_NAMES.get(test, test), float(cmp[test]["p_value"])

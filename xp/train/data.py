@@ -26,6 +26,7 @@ class Split:
 
     inputs: Any
     targets: np.ndarray
+    fold: dict[str, Any] | None = None  # a fold's train split: what it is (xp/train/folds.py)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -81,10 +82,13 @@ def _parse(path: Path, cfg: DataConfig, task: str) -> Split:
 
 
 def load_splits(
-    config: Config, root: Path, versions: dict[str, dict[str, Any]] | None = None
-) -> dict[str, Split]:
+    config: Config, root: Path, versions: dict[str, dict[str, Any]] | None = None,
+    split_seed: int | None = None,
+) -> dict[str, Split]:  # fmt: skip
     """Read train/validation/test and the extra test sets (`test:<name>`: measured, never trained
-    on); `data.train_limit` keeps the first N training rows.
+    on); with `data.resplit`, train and validation become that fold of the two pooled (drawn from
+    `split_seed`; `Split.fold` of train says which); `data.train_limit` keeps the first N
+    training rows.
 
     Args:
         config: the validated config.
@@ -102,14 +106,45 @@ def load_splits(
         except DataParseError as e:
             hint = _dvc_hint((versions or {}).get(name))
             raise DataParseError(e.name, e.path, e.reason, hint) from None
+    if config.data.resplit is not None:
+        from xp.train import folds
+
+        tr, va, info = folds.resplit(_pair(out["train"]), _pair(out["validation"]),
+                                     config.data.resplit, split_seed or 0, config.task)  # fmt: skip
+        out["train"], out["validation"] = Split(*tr, fold=info), Split(*va)
     limit = config.data.train_limit
     if limit is not None:
         tr = out["train"]
-        out["train"] = Split(tr.inputs[:limit], tr.targets[:limit])
+        out["train"] = Split(tr.inputs[:limit], tr.targets[:limit], tr.fold)
     if config.task == "classification":
         for name, split in out.items():
             _check_labels(name, split, config.model.num_labels)
     return out
+
+
+def _pair(split: Split) -> tuple[Any, np.ndarray]:
+    return split.inputs, split.targets
+
+
+def first_fold(config: Config, root: Path, plan: dict[str, Any]) -> dict[str, Any]:
+    """A repeat's folds checked against its data before anything is recorded: the files pooled
+    and its first fold drawn as every run will draw it; returns that fold's `info`.
+
+    Raises:
+        DataError: a file is missing or unreadable.
+        FoldError: the two cannot be pooled, or the data cannot hold the folds.
+    """
+    from xp.config.trainer import ResplitConfig
+    from xp.train import folds
+
+    d = config.data
+    parts = [_pair(load_split(root / getattr(d, n), d, config.task, n))
+             for n in ("train", "validation")]  # fmt: skip
+    cfg = ResplitConfig(kind=plan["kind"], count=plan["count"], index=0)
+    try:
+        return folds.resplit(*parts, cfg, plan["seed"], config.task)[2]
+    except folds.FoldError as e:
+        raise folds.FoldError(str(e).replace("data.resplit", plan["option"])) from None
 
 
 def extra_test_names(splits: dict[str, Any]) -> list[str]:

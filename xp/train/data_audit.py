@@ -41,6 +41,8 @@ def audit_splits(
     else:
         d = config.data
         reader = f"{d.format}:{d.text_column}:{d.label_column}:limit={d.train_limit}"
+        fold = splits["train"].fold if splits else None
+        reader += f":split={fold['md5']}" if fold else ""  # (a fold: other rows, same files)
     assert splits is not None
     md5s = [versions[name]["md5"] for name in SPLITS if name in versions]
     key = audit.version_key(md5s, config.task, reader)

@@ -51,14 +51,44 @@ def evaluate(
     model: torch.nn.Module, features: dict[str, Any], config: Config, device: torch.device
 ) -> dict[str, float]:
     """Loss and task metrics on one split (model in eval mode: no dropout)."""
-    logits, loss = logits_of(model, features, config, device)
-    if config.task == "classification":
+    return scores_of(*logits_of(model, features, config, device), features, config.task)
+
+
+def scores_of(
+    logits: torch.Tensor, loss: float, features: dict[str, Any], task: str
+) -> dict[str, float]:
+    """Loss and task metrics from a split's outputs (`logits_of`)."""
+    if task == "classification":
         preds = logits.argmax(-1).numpy()
     else:
         preds = logits.squeeze(-1).numpy()
     out = {"loss": loss}
-    out.update(task_metrics(config.task, features["labels"].numpy(), preds))
+    out.update(task_metrics(task, features["labels"].numpy(), preds))
     return out
+
+
+PREDICTIONS = "predictions/test.npz"  # what `xp ensemble` averages over a repeat's seeds
+
+
+def record_predictions(
+    tracker: Any, logits: torch.Tensor, features: dict[str, Any], task: str, md5: str
+) -> None:
+    """The kept checkpoint's test answers, `predictions/test.npz`: `probs` [n, classes] (softmax,
+    float32) or `pred` [n] (regression), `labels`, and `md5`, the test file's DVC md5."""
+    if not tracker.enabled:
+        return
+    import tempfile
+    from pathlib import Path
+
+    if task == "classification":
+        answers = {"probs": torch.softmax(logits, -1).numpy().astype(np.float32)}
+    else:
+        answers = {"pred": logits.squeeze(-1).numpy().astype(np.float32)}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, name = PREDICTIONS.rsplit("/", 1)
+        np.savez(Path(tmp) / name, labels=features["labels"].numpy(), md5=np.array(md5 or ""),
+                 **answers)  # fmt: skip
+        tracker.log_artifacts(Path(tmp), folder)
 
 
 def fixed_sample(train: dict[str, Any], size: int | None, n_val: int) -> dict[str, Any] | None:
@@ -101,6 +131,7 @@ def record_errors(
     inputs: Any,
     config: Config,
     device: torch.device,
+    logits: torch.Tensor | None = None,
 ) -> dict[str, Any] | None:
     """Error analysis of the kept checkpoint on the test set (classification): `errors/errors.json`
     (the confusion matrix, per-class errors, every wrong index, the most confident wrong examples
@@ -112,7 +143,8 @@ def record_errors(
     import tempfile
     from pathlib import Path
 
-    logits, _ = logits_of(model, test, config, device)
+    if logits is None:  # (the caller may have them already: no second pass over the test set)
+        logits, _ = logits_of(model, test, config, device)
     probs = torch.softmax(logits, -1).numpy()
     y_true, y_pred = test["labels"].numpy(), probs.argmax(-1)
     texts = tokenizer is not None

@@ -73,10 +73,10 @@ def seed_check(runs: list[Any]) -> list[str]:
     ignores its data seed`). Empty: every seed took effect (or nothing was fingerprinted)."""
     found = []
     for kind, (what, seed_name) in DRIVES.items():
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, set[int]] = {}  # (a folds repeat: one seed's runs on its folds agree)
         for r in runs:
             if kind in r.fingerprints:
-                groups.setdefault(r.fingerprints[kind], []).append(r.seed)
+                groups.setdefault(r.fingerprints[kind], set()).add(r.seed)
         for seeds in groups.values():
             if len(seeds) < 2:
                 continue

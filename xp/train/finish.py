@@ -39,7 +39,8 @@ def finish(fit: Any, outcome: str, message: str) -> Result:
     model, device, splits = fit.model, fit.device, fit.splits
     checkpoint.load_weights(fit.best_dir, model)
     tracker.log_artifacts(fit.best_dir, "checkpoints/best")
-    test = evaluate(model, fit.feats["test"], config, device)
+    test_logits, test_loss = logits_of(model, fit.feats["test"], config, device)  # once, for all
+    test = evaluation.scores_of(test_logits, test_loss, fit.feats["test"], config.task)
     baseline = trivial_baseline(
         config.task, splits["train"].targets, splits["test"].targets, config.model.num_labels
     )
@@ -52,7 +53,10 @@ def finish(fit: Any, outcome: str, message: str) -> Result:
     tracker.log_metrics(final, state["step"])
     retention.record_after(tracker, fit.kept, model, device, config.eval.batch_size, state["step"])
     evaluation.record_errors(tracker, model, fit.tokenizer, fit.feats["test"],
-                             splits["test"].inputs, config, device)  # fmt: skip
+                             splits["test"].inputs, config, device, test_logits)  # fmt: skip
+    if tracker.enabled:  # what `xp ensemble` averages, with the test file it answered
+        md5 = tracker.tags().get("xp.data.test.md5", "")
+        evaluation.record_predictions(tracker, test_logits, fit.feats["test"], config.task, md5)
     tracker.flush()  # the final metrics are recorded before the slow part, the model
     metric = config.eval.metric
     primary = metric if metric in baseline else metrics_for(config.task)[-1]

@@ -22,7 +22,7 @@ from xp.record import numerics, supervise
 from xp.record import tags as record
 from xp.record.track import start_tracker
 from xp.record.workspace import Workspace
-from xp.train import adapter, fingerprint, retention
+from xp.train import adapter, fingerprint, folds, retention
 from xp.train.augment import Augmenter
 from xp.train.data import load_splits, to_tensors
 from xp.train.data_audit import audit_splits, record_audit
@@ -105,7 +105,7 @@ def train(
     skipped = record.skipped_summary(prov.git)
     if skipped:
         events("warning", {"message": skipped})
-    splits = load_splits(config, root, prov.data)
+    splits = load_splits(config, root, prov.data, seeds["split"])
     main = {name: splits[name] for name in SPLITS}  # (the audit's pairs; extra test sets aside)
     audited, not_audited = audit_splits(config, workspace, prov.data, main)
     said = audit.warning(audited) if audited else None
@@ -127,6 +127,7 @@ def train(
 
     tags = record.training_tags(config, prov, workspace, overrides or [], group)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
+    tags.update(folds.tags(splits["train"].fold))
     base = None
     if config.model.adapter is not None:  # the base model's identity, as the logged model has it
         base = adapter.identity(model, config.model.name, *resolve_source(config.model.name, root),

@@ -3,7 +3,8 @@ an MLflow pyfunc that answers in the task's terms, class labels and their probab
 
 `mlflow.pyfunc.load_model(...).predict(images)` and `mlflow models serve` give one row per input:
 `label` (the class name, `data.label_names`), `score` (its probability) and `prob_<label>` for
-every class, the same shape of answer as the text models' `label` and `score`.
+every class, the same shape of answer as the text models' `label` and `score`. A LoRA run's
+adapter answers the same columns; `SeedEnsemble` averages several seeds' models into one.
 """
 
 from __future__ import annotations
@@ -82,8 +83,49 @@ class AdapterTextModel(mlflow.pyfunc.PythonModel):
             return pd.DataFrame({"score": logits[:, 0].numpy()})
         probs = torch.softmax(logits, -1).numpy()
         best = probs.argmax(1)
-        return pd.DataFrame({"label": [self.labels[i] for i in best],
-                             "score": probs[np.arange(len(best)), best]})  # fmt: skip
+        out = pd.DataFrame({"label": [self.labels[i] for i in best],
+                            "score": probs[np.arange(len(best)), best]})  # fmt: skip
+        for j in range(probs.shape[1]):  # (what an ensemble of adapters averages)
+            out[f"prob_{self.labels[j]}"] = probs[:, j]
+        return out
+
+
+class SeedEnsemble(mlflow.pyfunc.PythonModel):
+    """Several seeds' logged models as one (`xp promote --ensemble`): the mean of their class
+    probabilities, answered as each member answers (`label`, `score`, `prob_<label>`).
+
+    Its artifacts are the members' own logged models (`seed_<n>`), each loaded as the pyfunc it
+    was logged as; a member must answer `prob_<label>` columns (xp's classifiers do).
+    """
+
+    def load_context(self, context: Any) -> None:
+        import mlflow.pyfunc
+
+        names = sorted(context.artifacts, key=lambda k: int(k.removeprefix("seed_")))
+        self.members = [mlflow.pyfunc.load_model(context.artifacts[k]) for k in names]
+
+    def predict(self, context: Any, model_input: Any, params: dict | None = None) -> Any:
+        import pandas as pd
+
+        answers = [m.predict(model_input) for m in self.members]
+        columns = [c for c in answers[0].columns if str(c).startswith("prob_")]
+        if not columns or any([c for c in a.columns if str(c).startswith("prob_")] != columns
+                              for a in answers):  # fmt: skip
+            raise ValueError("the ensemble's members must answer the same prob_<label> columns")
+        probs = average([a[columns].to_numpy(np.float32) for a in answers])
+        labels = [c.removeprefix("prob_") for c in columns]
+        best = probs.argmax(1)
+        out = pd.DataFrame({"label": [labels[i] for i in best],
+                            "score": probs[np.arange(len(best)), best]})  # fmt: skip
+        for j, name in enumerate(labels):
+            out[f"prob_{name}"] = probs[:, j]
+        return out
+
+
+def average(answers: list[np.ndarray]) -> np.ndarray:
+    """The members' probabilities (or regression outputs) averaged, in float32: what `xp
+    ensemble` measures and what the registered ensemble answers, to the same bits."""
+    return np.mean(np.stack([np.asarray(a, dtype=np.float32) for a in answers]), axis=0)
 
 
 def _locate_base(base: dict[str, Any]) -> str:
