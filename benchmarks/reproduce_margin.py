@@ -11,6 +11,7 @@ that margin (up on even splits, down on odd ones: a real change as large as the 
     MLFLOW_TRACKING_URI=sqlite:///r.db xp repeat digits train.epochs=4 --seeds 30 --jobs 2
     MLFLOW_TRACKING_URI=sqlite:///r.db .venv/bin/python benchmarks/reproduce_margin.py \\
         --repeat <repeat run id> [--splits 1000] [--arms 5,10] [--seed 0]
+    .venv/bin/python benchmarks/reproduce_margin.py --gaussian 2000 --arms 5   # fixed shifts
 
 A few seconds on 2 cores (a few thousand TOSTs); the repeat takes a few minutes. The seeds'
 values are read with xp's own readers (`recorded_seed_runs`, `successful_values`), the metric is
@@ -84,15 +85,44 @@ def verdicts(values: np.ndarray, n: int, splits: int, seed: int) -> dict[str, di
     return out
 
 
+def fixed_shifts(n: int, draws: int, seed: int) -> dict[str, float]:
+    """P(equivalent) at the default margin when the reproduction's true mean moved by a fixed
+    0, 0.5, 1 or 2 sd (normal seeds, n vs n): what a margin the seeds resolve lets through."""
+    from xp import stats
+    from xp.reproduce import default_margin
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for shift in (0.0, 0.5, 1.0, 2.0):
+        hits = 0
+        for _ in range(draws):
+            a, b = rng.normal(0, 1, n), rng.normal(shift, 1, n)
+            hits += stats.tost(a, b, default_margin(list(a), n))["verdict"] == "equivalent"
+        out[f"{shift:g} sd"] = hits / draws
+    return out
+
+
 def main() -> None:
     from xp.record.numerics import cpu_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", required=True, help="a repeat run id (30 seeds or so)")
+    parser.add_argument("--repeat", help="a repeat run id (30 seeds or so)")
+    parser.add_argument("--gaussian", type=int, default=0, metavar="DRAWS",
+                        help="instead: normal seeds, P(equivalent) at fixed shifts")  # fmt: skip
     parser.add_argument("--splits", type=int, default=1000, help="random splits per arm size")
     parser.add_argument("--arms", default="5,10", help="seeds per arm, comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="the splits' RNG seed")
     args = parser.parse_args()
+    if args.gaussian:
+        for n in (int(n) for n in args.arms.split(",")):
+            got = fixed_shifts(n, args.gaussian, args.seed)
+            print(
+                f"{n} vs {n} normal seeds, {args.gaussian} draws, P(equivalent) at the default "
+                "margin for a true shift of " + ", ".join(f"{k}: {v:.3f}" for k, v in got.items())
+            )
+        return
+    if not args.repeat:
+        parser.error("give --repeat <id> (or --gaussian DRAWS)")
     metric, values = seed_values(args.repeat)
     arms = [int(n) for n in args.arms.split(",")]
     if values.size < 2 * max(arms):

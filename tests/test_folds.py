@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tests.conftest import FAST_DIGITS, parent_id_in, run
+from tests.conftest import FAST_DIGITS, merged, parent_id_in, run
 from xp import stats
 from xp.config import ConfigError, config_hash, load_config
 from xp.registry import Policy, evaluate
@@ -116,9 +116,28 @@ def test_over_folds_and_seeds_the_a_vs_a_false_positive_rate_stays_under_alpha()
     assert stats.verdict(stats.compare_folds(a, b, 0.25, min_effect=0.5)) == "does_not_hold"
 
 
+def test_the_interval_over_folds_and_seeds_holds_the_seeds_spread_too():
+    """A seed's effect is the same on every fold: the splits' means all share it, so an interval
+    from their spread alone would miss it (coverage far below 95%)."""
+    rng = np.random.default_rng(2)
+    covered = 0
+    for _ in range(400):
+        seed, split = rng.normal(0, 0.03, 5), rng.normal(0, 0.005, 5)
+        values = {(k, s): seed[s] + split[k] + rng.normal(0, 0.006)
+                  for k in range(5) for s in range(5)}  # fmt: skip
+        low, high = stats.folds_interval(values, ratio=0.25)
+        covered += low <= 0 <= high
+    assert covered / 400 >= 0.92, covered
+    assert stats.variance_components({})["error"] == "no successful run reports the metric"
+    one_seed = {(k, 1): 0.5 + 0.01 * k for k in range(3)}
+    with pytest.raises(ValueError, match="1 seed.s. with every split"):
+        stats.compare_folds(one_seed, {(k, 1): 0.4 for k in range(3)}, 0.5)
+
+
 # -- a real folds repeat -----------------------------------------------------------------------
 def _folds_repeat(repo, *args, env=None, check=True):
-    cmd = ["xp", "repeat", "digits", *FAST_DIGITS, "--folds", "2", "--seeds", "2", "--jobs", "2"]
+    fast = merged(*FAST_DIGITS, "train.epochs=2")  # (20 steps a run: 12 runs in this test)
+    cmd = ["xp", "repeat", "digits", *fast, "--folds", "2", "--seeds", "2", "--jobs", "2"]
     return run([*cmd, *args], repo, env=env, check=check)
 
 
@@ -161,6 +180,7 @@ def test_a_folds_repeat_crosses_folds_and_seeds_resumes_compares(repo):
                          if c.data.params["seed"] == str(s)]) for s in (1, 2)}  # fmt: skip
     assert ev["n"] == 2 and ev["values"] == pytest.approx(means)
     assert ev["fold"] in (0, 1) and ev["run_id"] in first_ids and ev["tags"]["xp.fold"]
+    assert {g.name: g.passed for g in ev["gates"]}["provenance"]  # (each fold: its own rows)
 
     # a second configuration on the same folds: paired by fold, the corrected test
     strong = _folds_repeat(repo, "optim.lr=0.003", "--baseline", parent_id)
@@ -172,12 +192,14 @@ def test_a_folds_repeat_crosses_folds_and_seeds_resumes_compares(repo):
     assert [g["n"] for g in ranked["groups"]] == [4, 4]
     assert all("data.resplit.index" not in g["params"] for g in ranked["groups"])
 
-    # a fixed-split repeat against a folds one, or folds of another seed: one line, exit 2
-    for extra in (["--seeds", "2"], ["--folds", "2", "--split-seed", "2", "--seeds", "2"]):
-        proc = run(["xp", "repeat", "digits", *FAST_DIGITS, *extra, "--baseline", parent_id],
-                   repo, check=False)  # fmt: skip
-        assert proc.returncode == 2 and "same split design" in proc.stderr, proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
+    # folds of another split seed (or the files' own split) against these: one line, exit 2
+    proc = run(
+        ["xp", "repeat", "digits", "--folds", "2", "--split-seed", "2", "--baseline", parent_id],
+        repo,
+        check=False,
+    )  # fmt: skip  (other folds: no pairs)
+    assert proc.returncode == 2 and "same split design" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
@@ -191,6 +213,12 @@ def test_a_folds_repeat_crosses_folds_and_seeds_resumes_compares(repo):
             {"folds": 2, "overrides": ["data.resplit.kind=kfold", "data.resplit.count=2"]},
             "not data.resplit",
         ),
+        (
+            "digits",
+            {"overrides": ["data.resplit.kind=kfold", "data.resplit.count=2"]},
+            "not data.resplit",
+        ),  # (a repeat of one fold would resume another fold's)
+        ("digits", {"seed": 3}, "--split-seed 3: give --folds or --resamples"),
         ("digits", {"folds": 2, "overrides": ["data.poolable=false"]}, "keeps train and"),
         ("digits_loop", {"folds": 2}, "is a script project"),
     ],
@@ -199,7 +227,8 @@ def test_folds_asked_wrongly_are_refused_before_anything_runs(project, args, sai
     overrides = args.pop("overrides", [])
     config = load_config(project, overrides, PROJECTS)
     with pytest.raises(folds.FoldError, match=said.replace("(", r"\(")):
-        folds.split_design(config, overrides, args.get("folds"), args.get("resamples"), 1)
+        folds.split_design(config, overrides, args.get("folds"), args.get("resamples"),
+                           args.get("seed"))  # fmt: skip
 
 
 def test_folds_the_data_cannot_hold_are_one_line_exit_2_and_record_nothing(repo):
@@ -220,7 +249,7 @@ def _fold_run(fold, seed, status="FINISHED", outcome="ok", f1=None):
 
 def test_a_folds_repeat_keys_its_runs_by_fold_and_seed_when_it_plans_and_reproduces(tmp_path):
     from xp.repeat import plan_jobs
-    from xp.reproduce import _unit_values, run_key
+    from xp.reproduce import run_key, unit_values
     from xp.summary import seed_runs
 
     children = [_fold_run(0, 1, f1=0.8), _fold_run(1, 1, f1=0.6),
@@ -236,5 +265,5 @@ def test_a_folds_repeat_keys_its_runs_by_fold_and_seed_when_it_plans_and_reprodu
     assert {"seed=2", "data.resplit.index=0", "seed.split=7"} <= set(job.args)
     assert len({run_key(c) for c in children}) == 6  # one re-run per (fold, seed)
     # a statistical reproduction of a folds repeat: each seed's mean over its folds
-    assert _unit_values(children, "test/f1", 2) == pytest.approx([0.7, 0.6])  # (2: a fold short)
-    assert _unit_values(children[:2], "test/f1", None) == pytest.approx([0.8])
+    assert unit_values(children, "test/f1", 2) == pytest.approx([0.7, 0.6])  # (2: a fold short)
+    assert unit_values(children[:2], "test/f1", None) == pytest.approx([0.8])

@@ -276,16 +276,37 @@ def test_a_margin_out_of_range_is_one_line_exit_2_and_nothing_recorded(tmp_path,
 def test_a_percentage_under_a_unit_metric_name_may_take_a_margin_above_1():
     from types import SimpleNamespace
 
-    from xp.reproduce import ReproduceError, _check_margin
+    from xp.reproduce import ReproduceError, check_margin
 
     def seeds(*values):
         return [SimpleNamespace(data=SimpleNamespace(metrics={"test/accuracy": v})) for v in values]
 
-    _check_margin(2.0, "test/accuracy", seeds(81.0, 84.5))  # a script logging percent: its range
-    _check_margin(2.0, "test/loss", seeds(0.4, 0.5))  # unbounded
-    _check_margin(0.5, "test/accuracy", seeds(0.81, 0.84))
+    check_margin(2.0, "test/accuracy", seeds(81.0, 84.5))  # a script logging percent: its range
+    check_margin(2.0, "test/loss", seeds(0.4, 0.5))  # unbounded
+    check_margin(0.5, "test/accuracy", seeds(0.81, 0.84))
     with pytest.raises(ReproduceError, match=r"test/accuracy lies in \[0, 1\]"):
-        _check_margin(1.0, "test/accuracy", seeds(0.81, 0.84))
+        check_margin(1.0, "test/accuracy", seeds(0.81, 0.84))
+
+
+def test_fresh_seeds_too_few_for_a_default_margin_that_means_anything_are_refused():
+    from types import SimpleNamespace
+
+    from xp.judge import ReproduceError, check_default_margin
+
+    def seeds(*values):
+        def one(i, v):
+            data = SimpleNamespace(params={"seed": str(i)}, metrics={"test/f1": v},
+                                   tags={"xp.outcome": "ok"})  # fmt: skip
+            return SimpleNamespace(
+                data=data, info=SimpleNamespace(run_id=f"r{i}", status="FINISHED", start_time=0)
+            )
+
+        return [one(i, v) for i, v in enumerate(values)]
+
+    repeat = SimpleNamespace(data=SimpleNamespace(tags={"xp.metric": "test/f1"}))
+    with pytest.raises(ReproduceError, match=r"2 recorded vs 2 fresh seeds resolve only \+-1"):
+        check_default_margin(repeat, seeds(0.5, 0.6), 2)  # +-1.01: any two F1s are within it
+    check_default_margin(repeat, seeds(0.5, 0.6, 0.55), 2)  # +-0.37: wide, said, allowed
 
 
 def test_the_default_margin_is_what_the_seeds_resolve_and_the_bound_is_recorded():

@@ -220,13 +220,9 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         d = stats.describe(values)
         low, high = stats.t_interval(values) if len(values) >= 2 else (None, None)
         by_split = _by_split(members, metric) if key[2] else None
-        if by_split is not None:  # folds: over the splits' means, corrected for shared rows
-            means = list(stats.split_means(by_split).values())
-            low, high = (
-                stats.corrected_interval(means, _ratio(members))
-                if len(means) >= 2
-                else (None, None)
-            )
+        if by_split is not None:  # folds: the seeds' spread and the folds' (shared rows corrected)
+            low, high = stats.folds_interval(by_split, _ratio(members))
+            low, high = (None, None) if math.isnan(low) else (low, high)
         groups.append({
             "rank": None, "config_hash": key[0], "test_md5": key[1], "n": len(values),
             "design": key[2] or None, "_by_split": by_split, "_ratio": _ratio(members),

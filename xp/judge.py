@@ -1,14 +1,21 @@
 """Judging a reproduction: each metric and the record compared, the verdict, its cause, and how
-it is shown. Pure functions of two records; running the reproduction is `xp.reproduce`."""
+it is shown, and the statistical verdict's margin. Pure functions of records; running the
+reproduction is `xp.reproduce`."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from xp import XpError
+
 IDENTICAL, WITHIN, DIFFERS = "identical", "within tolerance", "differs"
 PASSING = (IDENTICAL, WITHIN, "equivalent")  # exit 0; differs, not equivalent, inconclusive: 1
 RECORD_KEYS = ("xp.config_hash", "xp.git.commit", "xp.git.diff_md5")  # must come out equal
+
+
+class ReproduceError(XpError):
+    """A run that cannot be reproduced as asked (still running, not a repeat for --margin)."""
 
 
 # -- comparing ----------------------------------------------------------------------------------
@@ -102,6 +109,8 @@ def verdict_line(result: dict[str, Any]) -> str:
     if eq:
         bits = f"; bits differ, {cause}" if cause else ""
         more = f"; {eq['seeds_needed']} seeds per arm would settle it" if eq["seeds_needed"] else ""
+        if eq.get("too_wide"):  # (a default wider than the metric's range: no verdict at all)
+            more = "; that spans the metric's whole range: too few seeds to judge, give --margin"
         how = (f", the default: what {eq['n_a']} vs {eq['n_b']} seeds of sd {eq['sd_a']:.3g} can "
                "resolve" if eq["margin_default"] else "")  # fmt: skip
         return (f"{result['verdict']} (margin +-{eq['margin']:.4g} {eq['metric']}{how}; the "
@@ -151,3 +160,83 @@ def one_cause(verdict: str, causes: dict[str, list[int]], repeat: bool) -> str |
     if not repeat or len(ordered) == 1:
         return ordered[0][0]
     return "; ".join(f"seeds {','.join(map(str, s))}: {c}" for c, s in ordered)
+
+
+# -- the statistical verdict of a repeat: its margin and its unit ------------------------------
+UNIT_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "mean_token_accuracy"})
+
+
+def spans_range(metric: str, values: list[float], margin: float) -> bool:
+    """A margin of 1 or more on a metric that lies in [0, 1] (by its name, and its recorded values
+    agree: a script may log a percentage under such a name): any two results are within it."""
+    unit = metric.rsplit("/", 1)[-1] in UNIT_METRICS and all(0.0 <= v <= 1.0 for v in values)
+    return unit and margin >= 1
+
+
+def check_margin(margin: float | None, metric: str, children: list[Any]) -> None:
+    """Refuse a margin as wide as the metric's whole range: every two results would be
+    `equivalent` (checked before anything is recorded).
+
+    Raises:
+        ReproduceError: `metric` is a [0, 1] one (and its recorded values say so: a script may
+            log a percentage under such a name) and `margin` >= 1.
+    """
+    values = [c.data.metrics[metric] for c in children if metric in c.data.metrics]
+    if margin is not None and spans_range(metric, values, margin):
+        raise ReproduceError(
+            f"--margin {margin:g}: {metric} lies in [0, 1], so any two results are within "
+            f"+-{margin:g} of each other; give a margin below 1 (e.g. 0.02), or none for the "
+            "default"
+        )
+
+
+def check_default_margin(original: Any, children: list[Any], n_b: int) -> None:
+    """Refuse, before anything runs, fresh seeds too few for the default margin to mean anything:
+    one that spans a [0, 1] metric's whole range would call any two results `equivalent`.
+
+    Raises:
+        ReproduceError: the default margin these seeds resolve is >= 1 on a [0, 1] metric.
+    """
+    from xp.repeat import folds_of
+
+    metric = original.data.tags.get("xp.metric", "test/f1")
+    before = unit_values(children, metric, folds_of(original.data.tags))
+    if len(before) < 2:
+        return
+    wide = default_margin(before, n_b)
+    if spans_range(metric, before, wide):
+        raise ReproduceError(
+            f"{len(before)} recorded vs {n_b} fresh seeds resolve only +-{wide:.3g} {metric}, "
+            "its whole range: any two results would be `equivalent`; give more --seeds, or a "
+            "--margin"
+        )
+
+
+def default_margin(values: list[float], n_b: int) -> float:
+    """The margin `values` (the original seeds) and `n_b` re-run seeds can resolve
+    (`stats.resolvable_margin`): the one at which a perfect reproduction comes out `equivalent`
+    with probability 0.8 (2.47 sd of the original at 5 vs 5 seeds, 1.48 sd at 10 vs 10).
+
+    A default must be a margin the usual repeat can pass: half the original's sd, the default
+    before, was never passed by a perfect 5-, 10- or 15-seed reproduction (TOST needs the whole
+    90% interval of the difference inside the margin, and with a few seeds that interval alone is
+    wider than a sd). It must also still catch a real change, and it does: at a true difference
+    of the margin TOST says `equivalent` at most alpha (5%) of the time. Only the original's sd
+    sets it (a noisy re-run cannot widen its own margin); it is wide with few seeds (0.2 macro-F1
+    for 5 digits seeds of sd 0.083), so the verdict says how wide and what the seeds could have
+    shown (the equivalence bound). Floored at 1e-4 for an original whose seeds are all equal."""
+    from xp import stats
+
+    return max(stats.resolvable_margin(values, n_b), 1e-4)
+
+
+def unit_values(runs: list[Any], metric: str, folds: int | None) -> list[float]:
+    """The values TOST compares, one per independent replicate: each seed's value, or in a folds
+    repeat each seed's mean over its folds, for seeds with every fold (the folds are shared, the
+    seeds are the draws)."""
+    from xp.stats import seed_means
+    from xp.summary import seed_runs, successful_values
+
+    seeds = sorted({int(r.data.params.get("seed", 0)) for r in runs})
+    values = successful_values(seed_runs(runs, seeds, folds), metric)
+    return list(seed_means(values, range(folds)).values()) if folds else list(values.values())

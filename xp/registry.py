@@ -107,8 +107,9 @@ def provenance_problems(runs: list[dict[str, Any]]) -> list[str]:
             status = tags.get(f"xp.data.{name}.dvc_status")
             if status != "clean":
                 problems.append(f"seed {seed}: data {name} was {status} against DVC")
-    keys = {k for r in runs for k in r["tags"]
-            if k in ("xp.git.commit", "xp.git.diff_md5") or k.endswith(".md5")}  # fmt: skip
+    keys = {k for r in runs for k in r["tags"]  # (a fold's rows differ from fold to fold)
+            if (k in ("xp.git.commit", "xp.git.diff_md5") or k.endswith(".md5"))
+            and not k.startswith("xp.split.")}  # fmt: skip
     for key in sorted(keys):
         if len({r["tags"].get(key) for r in runs}) > 1:
             problems.append(f"seeds differ in {key}")
@@ -152,6 +153,7 @@ def champion_gate(
     alpha: float,
     test_md5: str | None,
     group: str | None = None,
+    design: str | None = None,
 ) -> tuple[Gate, float | None]:
     """Does the candidate beat the alias's current holder? Returns the gate and the p-value.
 
@@ -162,6 +164,7 @@ def champion_gate(
         alpha: one-sided significance level.
         test_md5: the md5 of the candidate's test data.
         group: the candidate's repeat run id (a group cannot beat itself).
+        design: the candidate's split design (`xp.split.design` of a folds repeat), or None.
     """
     if current is None:
         return Gate("beats_current", True, "no current holder", f"p < {alpha}"), None
@@ -171,6 +174,11 @@ def champion_gate(
     if current.get("test_md5") != test_md5:
         value = f"{where} was tested on other test data ({current.get('test_md5')} vs {test_md5})"
         return Gate("beats_current", False, value, "the same test data md5"), None
+    if current.get("design") != design:  # (as `xp repeat --baseline`: one design against itself)
+        said = {None: "the files' own split"}
+        value = (f"{where} was measured on {said.get(current.get('design'), current.get('design'))}"
+                 f", this repeat on {said.get(design, design)}")  # fmt: skip
+        return Gate("beats_current", False, value, "the same split design"), None
     if len(values) < 2 or len(current["values"]) < 2:
         value = f"{len(values)} vs {len(current['values'])} seeds"
         return Gate("beats_current", False, value, "2 or more seeds on each side"), None
@@ -233,7 +241,8 @@ def _current_holder(name: str, alias: str, metric: str) -> dict | None:
     except XpError:  # the group is gone from this store: the values recorded on the version
         values = json.loads(tags.get("xp.values", "[]")) if tags.get("xp.metric") == metric else []
     return {"version": version.version, "group": group, "values": values,
-            "test_md5": tags.get("xp.data.test.md5")}  # fmt: skip
+            "test_md5": tags.get("xp.data.test.md5"),
+            "design": tags.get("xp.split.design")}  # fmt: skip
 
 
 def _has_diff(run_id: str) -> bool:
@@ -274,11 +283,11 @@ def evaluate(group_id: str, name: str, policy: Policy | None = None) -> dict[str
     test_md5 = ptags.get("xp.data.test.md5")
     current = _current_holder(name, alias, metric)
     beats, p_value = champion_gate(list(values.values()), current, metric, alpha, test_md5,
-                                   group_id)  # fmt: skip
+                                   group_id, ptags.get("xp.split.design"))  # fmt: skip
     gates = [seeds_gate(len(values), min_seeds), failed_gate(failed, max_failed),
              provenance_gate(recorded), audit_gate(recorded, p.max_leakage), beats]  # fmt: skip
     vals = list(values.values())
-    low, high = stats.t_interval(vals) if len(vals) > 1 else (math.nan, math.nan)
+    low, high = _interval(runs, per_run, vals)
     key = representative_seed(per_run) if per_run else None  # (folds: the run nearest)
     run_id = next((r.run_id for r in runs if r.key == key), None)
     seed, fold = (key, None) if not isinstance(key, tuple) else (key[1], key[0])
@@ -309,6 +318,8 @@ def version_tags(ev: dict[str, Any], parent_tags: dict[str, str]) -> dict[str, s
     }  # fmt: skip
     if ev.get("current"):
         tags["xp.replaces"] = str(ev["current"])
+    if parent_tags.get("xp.split.design"):  # a folds repeat's: its design, as its challengers'
+        tags["xp.split.design"] = parent_tags["xp.split.design"]
     if parent_tags.get("xp.study"):  # a search's confirmation repeat: the study it came from
         tags["xp.study"] = parent_tags["xp.study"]
     for k, v in parent_tags.items():
@@ -403,6 +414,17 @@ def register(ev: dict[str, Any], run_id: str, description: str) -> str:
         client.set_registered_model_alias(name, previous, ev["current"])
     client.set_tag(ev["group"], "xp.promoted", f"{name}/{version.version}")
     return version.version
+
+
+def _interval(runs: list[Any], per_run: dict[Any, float], vals: list[float]) -> tuple:
+    """The 95% interval of the mean: Student's t over seeds, or over folds x seeds both sources
+    of chance (`stats.folds_interval`, as the repeat's own summary gives it)."""
+    from xp.summary import split_ratio
+
+    ratio = split_ratio(runs) if any(r.fold is not None for r in runs) else None
+    if ratio is not None:
+        return stats.folds_interval(per_run, ratio)
+    return stats.t_interval(vals) if len(vals) > 1 else (math.nan, math.nan)
 
 
 def _on_fold(ev: dict[str, Any]) -> str:

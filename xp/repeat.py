@@ -66,8 +66,7 @@ def folds_of(tags: dict[str, str]) -> int | None:
 def reused(runs: list[SeedRun], jobs: list[SeedJob]) -> list[Any]:
     """The runs this call did not train: seeds (or `fold/seed`s) reused from the store."""
     trained = {j.log.stem for j in jobs if j.log}
-    return [r.seed if r.fold is None else f"{r.fold}/{r.seed}" for r in runs
-            if r.label.replace(" ", "-") not in trained]  # fmt: skip
+    return [r.short for r in runs if r.label.replace(" ", "-") not in trained]
 
 
 def labelled(on_event: OnEvent, runs: list[SeedRun], design: dict | None) -> OnEvent:
@@ -322,7 +321,7 @@ def repeat(
     extra_tags: dict[str, str] | None = None,
     folds: int | None = None,
     resamples: int | None = None,
-    split_seed: int = 1,
+    split_seed: int | None = None,
 ) -> dict[str, Any]:
     """Train every seed of one configuration under a parent run and summarise them; with
     `folds` (or `resamples`), every seed on every fold: a child run per (fold, seed).
@@ -343,7 +342,7 @@ def repeat(
             `mlflow.parentRunId`); `xp.study` is part of what a resumed repeat must match.
         folds: K-fold over train + validation pooled (the test set fixed), or None.
         resamples: that many random re-splits of the same sizes instead, or None.
-        split_seed: the seed of the folds, the same for every seed of the repeat.
+        split_seed: the seed of the folds, the same for every seed of the repeat (default 1).
 
     Returns:
         The summary, with `parent_run_id` and `report_dir` added.
@@ -375,7 +374,7 @@ def repeat(
     extra += ["--alpha", str(alpha)] if alpha != 0.05 else []
     extra += ["--min-effect", str(min_effect)] if min_effect else []
     if design:
-        extra += [design["option"], str(design["count"]), "--split-seed", str(split_seed)]
+        extra += [design["option"], str(design["count"]), "--split-seed", str(design["seed"])]
     command = repeat_command(config.project, overrides, seeds_spec, extra)
     tags = record.tags_for(config, prov, config.train.deterministic, command)
     tags.update({"xp.kind": "repeat", "xp.seeds": ",".join(map(str, seeds)), "xp.metric": metric,

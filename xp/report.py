@@ -317,7 +317,8 @@ def note(summary: dict[str, Any]) -> str:
                 f"p = {_p(p)}"
             )
         else:
-            lines.append("- verdict: none (fewer than 2 successful seeds)")
+            why = summary.get("no_verdict") or "fewer than 2 successful seeds"
+            lines.append(f"- verdict: none ({why})")
     vc = (summary.get("folds") or {}).get("variance") or {}
     if vc.get("advice") or vc.get("error"):
         lines.append(f"- variance over {vc.get('splits')} splits x {vc.get('seeds')} seeds: "

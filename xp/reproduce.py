@@ -21,14 +21,20 @@ from typing import Any
 from xp import XpError
 from xp.judge import (
     IDENTICAL,
+    ReproduceError,
+    check_default_margin,
+    check_margin,
     compare_record,
     compare_values,
+    default_margin,
     environment_changes,
     explain,
     one_cause,
     outcome_row,
     overall,
+    spans_range,
     to_markdown,
+    unit_values,
 )
 from xp.record.rebuild import (
     build_worktree,
@@ -38,10 +44,6 @@ from xp.record.rebuild import (
     remove_worktree,
 )
 from xp.record.workspace import Workspace
-
-
-class ReproduceError(XpError):
-    """A run that cannot be reproduced as asked (still running, not a repeat for --margin)."""
 
 
 # -- the job ------------------------------------------------------------------------------------
@@ -113,10 +115,12 @@ def reproduce(
     tags = original.data.tags
     kind = _check_reproducible(original, margin, seeds)
     children = _originals(original)
-    _check_margin(margin, tags.get("xp.metric", "test/f1"), children)
+    check_margin(margin, tags.get("xp.metric", "test/f1"), children)
     commit = tags.get("xp.git.commit")
     check_commit(root, commit, run_id, tags.get("xp.git.remote"))
     fresh = _fresh_seeds(seeds, children) if seeds is not None else None
+    if fresh is not None and margin is None:  # (only statistics can judge fresh seeds)
+        check_default_margin(original, children, len(fresh))
     diff = _recorded_diff(original, children)
     data = {}
     for child in children:
@@ -134,7 +138,7 @@ def reproduce(
         if on_start:
             on_start(group or new_ids[jobs_list[0].seed])
         LocalExecutor(jobs, cwd=code, kind=executor_for(code, executor)).run(
-            jobs_list, on_event or (lambda *a: None)
+            jobs_list, _labelled(on_event or (lambda *a: None), new_ids)
         )
         for new_id in new_ids.values():  # a seed that crashed before training: say so
             if track.get_run(new_id).info.status == "RUNNING":
@@ -184,28 +188,6 @@ def _check_reproducible(original: Any, margin: float | None, seeds: str | None) 
 
 
 # metrics that lie in [0, 1] by definition (a task's, by their last path component)
-UNIT_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "mean_token_accuracy"})
-
-
-def _check_margin(margin: float | None, metric: str, children: list[Any]) -> None:
-    """Refuse a margin as wide as the metric's whole range: every two results would be
-    `equivalent` (checked before anything is recorded).
-
-    Raises:
-        ReproduceError: `metric` is a [0, 1] one (and its recorded values say so: a script may
-            log a percentage under such a name) and `margin` >= 1.
-    """
-    if margin is None or margin < 1 or metric.rsplit("/", 1)[-1] not in UNIT_METRICS:
-        return
-    values = [c.data.metrics[metric] for c in children if metric in c.data.metrics]
-    if all(0.0 <= v <= 1.0 for v in values):
-        raise ReproduceError(
-            f"--margin {margin:g}: {metric} lies in [0, 1], so any two results are within "
-            f"+-{margin:g} of each other; give a margin below 1 (e.g. 0.02), or none for the "
-            "default"
-        )
-
-
 def _recorded_diff(original: Any, children: list[Any]) -> str | None:
     """The uncommitted diff the run trained with (None on a clean tree); a repeat's seeds share
     it and carry it."""
@@ -269,6 +251,14 @@ def _seed_jobs(
 FOLD_KEY = 1_000_000  # a folds repeat's run key: fold * FOLD_KEY + seed (seeds stay below it)
 
 
+def _labelled(on_event: Any, keys: Any) -> Any:
+    """Progress events named `fold 2 seed 3` for a folds repeat's re-runs (keyed by `run_key`)."""
+    names = {k: f"fold {k // FOLD_KEY - 1} seed {k % FOLD_KEY}" for k in keys if k >= FOLD_KEY}
+    if not names:
+        return on_event
+    return lambda key, kind, info: on_event(key, kind, {**info, "label": names.get(key)})
+
+
 def run_key(child: Any, seed: int | None = None) -> int:
     """What tells a repeat's training run apart among its re-runs: its seed, or for a run of a
     folds repeat its fold and seed as one number (`fold * FOLD_KEY + seed`)."""
@@ -295,24 +285,6 @@ def _fresh_seeds(spec: str, children: list[Any]) -> list[int]:
     return seeds
 
 
-def default_margin(values: list[float], n_b: int) -> float:
-    """The margin `values` (the original seeds) and `n_b` re-run seeds can resolve
-    (`stats.resolvable_margin`): the one at which a perfect reproduction comes out `equivalent`
-    with probability 0.8 (2.47 sd of the original at 5 vs 5 seeds, 1.48 sd at 10 vs 10).
-
-    A default must be a margin the usual repeat can pass: half the original's sd, the default
-    before, was never passed by a perfect 5-, 10- or 15-seed reproduction (TOST needs the whole
-    90% interval of the difference inside the margin, and with a few seeds that interval alone is
-    wider than a sd). It must also still catch a real change, and it does: at a true difference
-    of the margin TOST says `equivalent` at most alpha (5%) of the time. Only the original's sd
-    sets it (a noisy re-run cannot widen its own margin); it is wide with few seeds (0.2 macro-F1
-    for 5 digits seeds of sd 0.083), so the verdict says how wide and what the seeds could have
-    shown (the equivalence bound). Floored at 1e-4 for an original whose seeds are all equal."""
-    from xp import stats
-
-    return max(stats.resolvable_margin(values, n_b), 1e-4)
-
-
 def _equivalence(
     original: Any, children: list[Any], new_ids: dict[int, str], margin: float | None
 ) -> dict[str, Any]:
@@ -325,7 +297,7 @@ def _equivalence(
     metric = original.data.tags.get("xp.metric", "test/f1")
     folds = folds_of(original.data.tags)
     rerun = [track.get_run(i) for i in new_ids.values()]
-    before, after = (_unit_values(runs, metric, folds) for runs in (children, rerun))
+    before, after = (unit_values(runs, metric, folds) for runs in (children, rerun))
     if len(before) < 2 or len(after) < 2:
         raise ReproduceError(
             f"{metric}: {len(before)} original and {len(after)} re-run seeds succeeded; the "
@@ -333,20 +305,10 @@ def _equivalence(
         )
     chosen = margin if margin is not None else default_margin(before, len(after))
     test = stats.tost(before, after, chosen)
+    if margin is None and spans_range(metric, before, chosen):  # (2 seeds a side: +-14 sd)
+        test.update(verdict="inconclusive", too_wide=True, seeds_needed=None)
     return {"verdict": test["verdict"], "equivalence": {**test, "metric": metric,
             "margin_default": margin is None, "sd_a": stats.describe(before)["std"]}}  # fmt: skip
-
-
-def _unit_values(runs: list[Any], metric: str, folds: int | None) -> list[float]:
-    """The values TOST compares, one per independent replicate: each seed's value, or in a folds
-    repeat each seed's mean over its folds, for seeds with every fold (the folds are shared, the
-    seeds are the draws)."""
-    from xp.stats import seed_means
-    from xp.summary import seed_runs, successful_values
-
-    seeds = sorted({int(r.data.params.get("seed", 0)) for r in runs})
-    values = successful_values(seed_runs(runs, seeds, folds), metric)
-    return list(seed_means(values, range(folds)).values()) if folds else list(values.values())
 
 
 def _record_equivalence(group: str | None, result: dict[str, Any]) -> None:

@@ -44,6 +44,11 @@ class SeedRun:
         return self.seed if self.fold is None else (self.fold, self.seed)
 
     @property
+    def short(self) -> int | str:
+        """How lists name it: the seed, or `fold/seed` (`2/3`) in a folds repeat."""
+        return self.seed if self.fold is None else f"{self.fold}/{self.seed}"
+
+    @property
     def label(self) -> str:
         return f"seed {self.seed}" if self.fold is None else f"fold {self.fold} seed {self.seed}"
 
@@ -89,17 +94,12 @@ def successful_values(runs: list[SeedRun], metric: str) -> dict[Any, float]:
     return {r.key: r.metrics[metric] for r in runs if r.succeeded and metric in r.metrics}
 
 
-def split_ratio(runs: list[SeedRun]) -> float:
-    """n_validation / n_train of a folds repeat's splits (the corrected t-test's ratio).
-
-    Raises:
-        ValueError: no run recorded its split's sizes.
-    """
+def split_ratio(runs: list[SeedRun]) -> float | None:
+    """n_validation / n_train of a folds repeat's splits (the corrected t-test's ratio); None when
+    no run recorded its split's sizes (none got that far)."""
     sizes = [(int(r.split["n_validation"]), int(r.split["n_train"])) for r in runs
              if "n_validation" in r.split and "n_train" in r.split]  # fmt: skip
-    if not sizes:
-        raise ValueError("no run of the repeat recorded its split's sizes (xp.split.n_train)")
-    return float(np.mean([v / t for v, t in sizes]))
+    return float(np.mean([v / t for v, t in sizes])) if sizes else None
 
 
 def _summary_keys(runs: list[SeedRun]) -> list[str]:
@@ -142,9 +142,7 @@ def summarize(
         "metric": metric,
         "higher_is_better": better_high,
         "seeds": sorted({r.seed for r in runs}),
-        "failed_seeds": [
-            r.seed if r.fold is None else f"{r.fold}/{r.seed}" for r in runs if not r.succeeded
-        ],  # fmt: skip
+        "failed_seeds": [r.short for r in runs if not r.succeeded],
         "per_seed": [
             {k: v for k, v in r.__dict__.items() if k not in ("errors", "split")} for r in runs
         ],  # fmt: skip
@@ -196,23 +194,28 @@ def _over_folds(
     are not K x S independent draws: a t interval over them all would be far too narrow."""
     ratio = split_ratio(runs)
     out: dict[str, Any] = {}
-    for key in _summary_keys(runs):
+    for key in _summary_keys(runs) if ratio is not None else []:
         by = {r.key: r.metrics[key] for r in runs if r.succeeded and key in r.metrics}
-        means = list(stats.split_means(by).values())
-        low, high = stats.corrected_interval(means, ratio)
-        out[key] = {"ci95_low": low, "ci95_high": high, "splits": len(means)}
+        low, high = stats.folds_interval(by, ratio)
+        out[key] = {"ci95_low": low, "ci95_high": high, "splits": len(stats.split_means(by))}
     values = successful_values(runs, metric)
     first = next((r.split for r in runs if r.split), {})
     folds = {"kind": first.get("kind"), "count": first.get("count"), "ratio": ratio,
-             "interval": "corrected resampled t over the splits' means (Nadeau and Bengio)",
+             "interval": "the seeds' means' spread plus the splits' means' (corrected for their "
+                         "shared rows, Nadeau and Bengio), Welch-Satterthwaite df",
              "by_split": stats.split_means(values),
              "split_md5": {r.fold: r.split.get("md5") for r in runs if r.split},
              "variance": stats.variance_components(values), "by_metric": out}  # fmt: skip
     result: dict[str, Any] = {"folds": folds}
-    if baseline is not None and len(folds["by_split"]) >= 2:
+    other = None
+    if baseline is not None:
         other = baseline["values"][0] if baseline["kind"] == "value" else baseline.get("by_split")
-        if other is not None:
+    if other is not None and ratio is not None:
+        try:
             cmp = stats.compare_folds(values, other, ratio, better_high, alpha, min_effect)
+        except ValueError as e:  # (too few complete seeds or shared folds: no verdict, said)
+            result["no_verdict"] = str(e)
+        else:
             result["comparison"], result["verdict"] = cmp, stats.verdict(cmp, alpha, min_effect)
     return result
 

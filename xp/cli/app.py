@@ -108,16 +108,18 @@ def repeat(
     resamples: int = typer.Option(
         None, "--resamples", help="Random re-splits of train + validation (test fixed), x --seeds."
     ),
-    split_seed: int = typer.Option(1, "--split-seed", help="--folds/--resamples: their seed."),
+    split_seed: int = typer.Option(
+        None, "--split-seed", help="--folds/--resamples: their seed (default 1)."
+    ),
 ) -> None:
     """Train several seeds of one configuration and say whether the result holds; with --folds
     or --resamples, every seed on every split, and where the variance comes from."""
     try:
         overrides, options = split_extra_args(list(ctx.args))
-        raw = options.pop("split_seed", str(split_seed))  # (`mlflow run -P split_seed=2`)
-        if not raw.isdigit():
+        raw = options.pop("split_seed", None)  # (`mlflow run -P split_seed=2`)
+        if raw is not None and not raw.isdigit():
             raise XpError(f"--split-seed {raw}: give a seed >= 0")
-        split_seed = int(raw)
+        split_seed = int(raw) if raw is not None else split_seed
         overrides += [f"{k}={v}" for k, v in options.items()]
         _check_executor(executor, jobs, cluster=True)
         workspace = _workspace()

@@ -80,8 +80,8 @@ def print_summary(summary: dict) -> None:
     title = f"{summary['metric']} over seeds (successful seeds)"
     if folds:
         title = (f"{summary['metric']} over {folds['count']} {folds['kind']} splits x "
-                 f"{len(summary['seeds'])} seeds (successful runs; 95% CI over the splits' means, "
-                 "corrected for their shared rows)")  # fmt: skip
+                 f"{len(summary['seeds'])} seeds (successful runs; 95% CI from the seeds' spread "
+                 "and the splits', corrected for their shared rows)")  # fmt: skip
     print_table(title, ["metric", "n", "mean", "std", "95% CI"], terminal_rows(summary))
     vc = (folds or {}).get("variance") or {}
     if vc.get("advice") or vc.get("error"):
@@ -104,6 +104,8 @@ def print_summary(summary: dict) -> None:
             f"{paired}{settle})",
             highlight=False,
         )
+    if summary.get("no_verdict"):
+        out.print(f"verdict: none ({summary['no_verdict']})", highlight=False)
     logged = f"runs:/{summary['parent_run_id']}/report"
     out.print(f"report: {summary['report_dir']} (logged to {logged})", highlight=False)
 

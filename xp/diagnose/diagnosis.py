@@ -17,11 +17,13 @@ def over_seeds(runs: list[Any]) -> dict[str, Any]:
     """
     counted = [r for r in runs if any(k.startswith("monitor/") for k in r.metrics)]
     events = {k: int(sum(r.metrics.get(f"monitor/{k}", 0) for r in counted)) for k in KINDS}
-    with_events = [r.seed for r in counted if any(r.metrics.get(f"monitor/{k}") for k in KINDS)]
+    with_events = [getattr(r, "short", r.seed) for r in counted  # (folds: `fold/seed`)
+                   if any(r.metrics.get(f"monitor/{k}") for k in KINDS)]  # fmt: skip
     return {"overfitting": overfitting.over_seeds([r.diagnosis for r in runs]),
             "monitor": {"seeds": len(counted), "events": events,
                         "seeds_with_events": with_events},
-            "errors": errors_over_seeds({r.seed: getattr(r, "errors", None) for r in runs
+            "errors": errors_over_seeds({getattr(r, "short", r.seed): getattr(r, "errors", None)
+                                         for r in runs
                                          if getattr(r, "succeeded", True)})}  # fmt: skip
 
 

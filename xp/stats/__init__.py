@@ -43,8 +43,8 @@ Pure numpy/scipy/statsmodels: no I/O, no logging. Every random function takes
 from xp.stats.equivalence import resolvable_margin, tost
 from xp.stats.folds import (
     compare_folds,
-    corrected_interval,
     corrected_t,
+    folds_interval,
     seed_means,
     split_means,
     variance_components,
@@ -61,8 +61,8 @@ from xp.stats.two_arms import holm, mann_whitney, min_rank_p, prob_improvement, 
 from xp.stats.verdict import compare, test_of, verdict
 
 __all__ = [
-    "bootstrap_interval", "compare", "compare_folds", "corrected_interval", "corrected_t",
-    "describe", "expected_max", "expected_max_band",
+    "bootstrap_interval", "compare", "compare_folds", "corrected_t",
+    "describe", "folds_interval", "expected_max", "expected_max_band",
     "expected_max_unbiased", "holm", "mann_whitney", "min_rank_p", "power_of",
     "prob_improvement", "resolvable_margin", "seed_means", "seeds_needed", "split_means",
     "t_interval", "test_of", "tost", "verdict",

@@ -73,14 +73,30 @@ def corrected_t(
             "ratio": ratio, "alternative": alternative}  # fmt: skip
 
 
-def corrected_interval(values: Any, ratio: float, confidence: float = 0.95) -> tuple[float, float]:
-    """The interval of the mean over splits with the corrected variance (1 / J + ratio) var."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
+def folds_interval(
+    values: dict[tuple[int, int], float], ratio: float, confidence: float = 0.95
+) -> tuple[float, float]:
+    """The interval of the grand mean over folds x seeds, with both sources of chance in it.
+
+    The splits' means share the same seeds, so their spread holds no seed variance; the seeds'
+    means share the same folds, so theirs holds no split variance. The standard error adds the
+    two: s^2(seed means) / S + (1/K + ratio) s^2(split means) (the second with Nadeau and
+    Bengio's correction for the folds' shared rows; the residual is counted in both: on the safe
+    side), with Welch-Satterthwaite degrees of freedom. One seed: the splits' term alone."""
+    by_split, by_seed = list(split_means(values).values()), list(seed_means(values).values())
+    k, s = len(by_split), len(by_seed)
+    if k < 2:
         return math.nan, math.nan
-    se = math.sqrt((1 / v.size + ratio) * float(v.var(ddof=1)))
-    half = float(sps.t.ppf(0.5 + confidence / 2, v.size - 1)) * se
-    return float(v.mean() - half), float(v.mean() + half)
+    mean = float(np.mean(list(values.values())))
+    v_split = (1 / k + ratio) * float(np.var(by_split, ddof=1))
+    v_seed = float(np.var(by_seed, ddof=1)) / s if s >= 2 else 0.0
+    se = math.sqrt(v_split + v_seed)
+    if se == 0:
+        return mean, mean
+    parts = [(v_split, k - 1)] + ([(v_seed, s - 1)] if s >= 2 else [])
+    df = (v_split + v_seed) ** 2 / sum(v**2 / d for v, d in parts if v > 0)
+    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
+    return mean - half, mean + half
 
 
 def split_means(values: dict[tuple[int, int], float]) -> dict[int, float]:
@@ -141,7 +157,8 @@ def compare_folds(
         "mean_a", "mean_b", "n_a", "n_b", "alpha", "min_effect", "higher_is_better".
 
     Raises:
-        ValueError: fewer than 2 splits shared by both arms.
+        ValueError: fewer than 2 splits shared by both arms, or fewer than 2 seeds in an arm
+            with a value on every shared split.
     """
     from xp.stats.two_arms import welch_test
 
@@ -159,8 +176,10 @@ def compare_folds(
     sa = [sign * v for v in seed_means(a, shared).values()]
     sb = ([sign * v for v in seed_means(b, shared).values()] if isinstance(b, dict)
           else [sign * float(b)] * 2)  # fmt: skip
-    if len(sa) >= 2 and len(sb) >= 2:  # (one seed an arm: the splits alone)
-        tests["welch_seeds"] = (welch_test(sa, sb, "greater"), welch_test(sa, sb, "less"))
+    if len(sa) < 2 or len(sb) < 2:  # (the splits alone say `holds` far too often: no verdict)
+        raise ValueError(f"{min(len(sa), len(sb))} seed(s) with every split in an arm; a verdict "
+                         "over folds needs 2 or more in each")  # fmt: skip
+    tests["welch_seeds"] = (welch_test(sa, sb, "greater"), welch_test(sa, sb, "less"))
 
     def reach(t: dict[str, Any]) -> float:  # how far the (1 - 2 alpha) bound lies from diff
         return float(sps.t.ppf(1 - alpha, t["df"])) * t["se"] if t["se"] else 0.0
@@ -201,6 +220,8 @@ def variance_components(values: dict[tuple[int, int], float]) -> dict[str, Any]:
     """
     import pandas as pd
 
+    if not values:
+        return {"n": 0, "splits": 0, "seeds": 0, "error": "no successful run reports the metric"}
     rows = [{"y": v, "split": k[0], "seed": k[1]} for k, v in values.items()]
     df = pd.DataFrame(rows)
     n_split, n_seed = df["split"].nunique(), df["seed"].nunique()

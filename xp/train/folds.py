@@ -133,17 +133,26 @@ def design(kind: str, count: int, seed: int) -> str:
 
 
 def split_design(
-    config: Any, overrides: list[str], folds: int | None, resamples: int | None, seed: int
-) -> dict[str, Any] | None:
+    config: Any, overrides: list[str], folds: int | None, resamples: int | None,
+    seed: int | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
     """`--folds K` / `--resamples N`: the design every run of the repeat shares, checked before
     anything is recorded (whether the data can hold it: `xp.train.data.first_fold`).
 
     Raises:
-        FoldError: --folds 1, both options, a project whose splits cannot be pooled, a
-            data.resplit override, or folds the data cannot hold.
+        FoldError: --folds 1, both options, --split-seed alone, a project whose splits
+            cannot be pooled, or a data.resplit override (on any repeat).
     """
+    if any(o.split("=", 1)[0].startswith("data.resplit") for o in overrides):
+        raise FoldError(
+            "a repeat's folds come from --folds or --resamples, not data.resplit overrides (a "
+            "repeat of one fold would resume another fold's repeat: the fold is not the config)"
+        )
     if folds is None and resamples is None:
+        if seed is not None:
+            raise FoldError(f"--split-seed {seed}: give --folds or --resamples with it")
         return None
+    seed = 1 if seed is None else seed
     if folds is not None and resamples is not None:
         raise FoldError("--folds and --resamples are two designs of one thing: give one")
     kind, count = ("kfold", folds) if folds is not None else ("resample", resamples)
@@ -156,8 +165,6 @@ def split_design(
                           "on the files' own split)")  # fmt: skip
     if seed < 0:
         raise FoldError(f"--split-seed {seed}: give a seed >= 0")
-    if any(o.split("=", 1)[0].startswith("data.resplit") for o in overrides):
-        raise FoldError(f"the folds of a repeat come from {option}, not data.resplit overrides")
     data = config.data
     if not hasattr(data, "resplit"):
         raise FoldError(
