@@ -220,12 +220,13 @@ def rank_groups(runs: list[Any], metric: str, alpha: float = 0.05) -> dict[str, 
         d = stats.describe(values)
         low, high = stats.t_interval(values) if len(values) >= 2 else (None, None)
         by_split = _by_split(members, metric) if key[2] else None
+        ratio = _ratio(members)
         if by_split is not None:  # folds: the seeds' spread and the folds' (shared rows corrected)
-            low, high = stats.folds_interval(by_split, _ratio(members))
+            low, high = stats.folds_interval(by_split, ratio)
             low, high = (None, None) if math.isnan(low) else (low, high)
         groups.append({
             "rank": None, "config_hash": key[0], "test_md5": key[1], "n": len(values),
-            "design": key[2] or None, "_by_split": by_split, "_ratio": _ratio(members),
+            "design": key[2] or None, "_by_split": by_split, "_ratio": ratio,
             "mean": d["mean"], "std": d["std"] if len(values) >= 2 else None,
             "ci95_low": low, "ci95_high": high, "p_value_vs_top": None, "tied_with_top": False,
             "prob_better_than_top": None, "params": params[key], "failed": failed.get(key, 0),

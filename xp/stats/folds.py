@@ -25,6 +25,7 @@ import numpy as np
 from scipy import stats as sps
 
 from xp.stats._checks import _check_alpha, _check_finite
+from xp.stats.two_arms import _degenerate_p, welch_test
 
 CORRECTED = "corrected_t"  # the test over splits, as a comparison names it
 JOINT = "folds_and_seeds"  # the verdict's test: over splits and over seeds, both must pass
@@ -57,10 +58,9 @@ def corrected_t(
     diff = float(d.mean() - popmean)
     se = math.sqrt((1 / j + ratio) * float(d.var(ddof=1)))
     df = j - 1
-    if se == 0:
-        p = {"greater": diff <= 0, "less": diff >= 0}.get(alternative, diff == 0)
+    if se == 0:  # (every split moved the same: the difference is known exactly)
         return {"diff": diff, "se": 0.0, "t": math.copysign(math.inf, diff) if diff else 0.0,
-                "df": df, "p_value": float(p), "n": j, "ratio": ratio,
+                "df": df, "p_value": _degenerate_p(diff, alternative), "n": j, "ratio": ratio,
                 "alternative": alternative}  # fmt: skip
     t = diff / se
     if alternative == "greater":
@@ -160,8 +160,6 @@ def compare_folds(
         ValueError: fewer than 2 splits shared by both arms, or fewer than 2 seeds in an arm
             with a value on every shared split.
     """
-    from xp.stats.two_arms import welch_test
-
     alpha = _check_alpha(alpha, 0.5)
     min_effect = _check_finite(min_effect, "min_effect")
     sign = 1.0 if higher_is_better else -1.0
