@@ -59,3 +59,44 @@ def test_outcome_of_a_trial_from_its_seeds():
     assert search._outcome(seeds("pruned"), "best/val/f1") == ("pruned", None)
     assert search._outcome(seeds("ok", "failed"), "best/val/f1") == ("fail", None)
     assert search._outcome(seeds("ok"), "best/val/loss") == ("fail", None)  # not logged
+
+
+def test_a_trial_lookup_reads_that_trial_runs_only(monkeypatch, tmp_path):
+    """The driver asks the store for one trial's runs, not for every child of the study (which
+    made each trial's lookup grow with the trials done); resume and planning see the same."""
+    from xp.record import track
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("digits", artifact_location=tmp_path.as_uri())
+    study = client.create_run(exp).info.run_id
+
+    def trial_run(number: int, group: str = study, status: str = "FINISHED") -> str:
+        tags = {"xp.group": group, "xp.trial": str(number)}
+        if status == "FINISHED":
+            tags["xp.outcome"] = "ok"
+        run_id = client.create_run(exp, tags=tags).info.run_id
+        client.log_param(run_id, "seed", "1")
+        client.log_metric(run_id, "best/val/f1", 0.5 + number / 100)
+        client.set_terminated(run_id, status)
+        return run_id
+
+    ids = {n: trial_run(n) for n in range(12)}
+    trial_run(3, group="another-study")  # another study's trial 3
+    killed = trial_run(12, status="KILLED")  # a driver killed mid-trial: resumed in its run
+    read: list = []
+    search_runs = track.search_runs
+
+    def spy(*args):
+        found = search_runs(*args)
+        read.extend(r.info.run_id for r in found)
+        return found
+
+    monkeypatch.setattr(track, "search_runs", spy)
+    (got,) = search._trial_runs(study, 3, [1])
+    assert (got.run_id, got.outcome, got.metrics["best/val/f1"]) == (ids[3], "ok", 0.53)
+    assert read == [ids[3]]  # the store handed back trial 3's run alone
+    (resumed,) = search._trial_runs(study, 12, [1], exp)
+    assert (resumed.run_id, resumed.outcome) == (killed, "killed")
+    (new,) = search._trial_runs(study, 13, [1], exp)  # not trained yet: to start
+    assert new.run_id is None and new.outcome == "crashed"
+    assert read == [ids[3], killed]

@@ -25,20 +25,34 @@ class CompareError(XpError):
     """Nothing to compare, or an unknown experiment."""
 
 
+# what ranking reads of a run (everything else a run carries stays in the store): its group
+# (config hash, test data, split design), outcome, name, fold and seed, what it says of itself
+WANT_TAGS = ("xp.config_hash", "xp.data.test.md5", "xp.outcome", "xp.audit.leakage",
+             "xp.diagnosis.overfitting", "mlflow.runName", "xp.reproduces")  # fmt: skip
+WANT_METRICS = ("retention/drop", "retention/cka")
+
+
 def fetch_runs(
-    project: str | None = None, experiment: str | None = None, filter_string: str | None = None
+    project: str | None = None,
+    experiment: str | None = None,
+    filter_string: str | None = None,
+    metric: str | None = None,
+    warn: Any = None,
 ) -> list[Any]:
     """Training runs (`xp.kind = train`) of a project and/or experiment, all pages.
 
     Reproductions (`xp.reproduces`) are left out: a re-run of the same seed is not another seed,
-    and counting it would shrink every interval for nothing.
+    and counting it would shrink every interval for nothing. With `metric`, a SQL store or an
+    xp server is read narrowly (`xp.record.narrow`: what `rank_groups` reads of each run, same
+    runs, same order); otherwise, or where that read does not know the store's schema (then
+    `warn` gets one line), through MLflow's `search_runs`.
 
     Raises:
         CompareError: the experiment does not exist.
     """
     import mlflow
 
-    from xp.record import track
+    from xp.record import narrow, track
 
     clauses = ["tags.`xp.kind` = 'train'"]
     if project:
@@ -48,13 +62,30 @@ def fetch_runs(
     experiment_ids = None
     if experiment:
         client = mlflow.MlflowClient()
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None and experiment.isdigit():
-            exp = client.get_experiment(experiment)
+        try:
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None and experiment.isdigit():
+                exp = client.get_experiment(experiment)
+        except mlflow.MlflowException as e:
+            if e.error_code != "PERMISSION_DENIED":
+                raise
+            raise CompareError(f"the tracking server refused experiment {experiment!r} (403 "
+                               "forbidden): ask its owner for READ") from None  # fmt: skip
         if exp is None:
             raise CompareError(f"unknown experiment {experiment!r}")
         experiment_ids = [exp.experiment_id]
-    runs = track.search_runs(" and ".join(clauses), experiment_ids)
+    runs = None
+    if metric is not None:
+        want = narrow.Want(tags=WANT_TAGS, tag_prefixes=("xp.split.",),
+                           metrics=(metric, *WANT_METRICS), metric_prefixes=("monitor/",),
+                           params=("seed", "seed.split", "project"))  # fmt: skip
+        try:
+            runs = narrow.fetch(experiment_ids, " and ".join(clauses), want)
+        except narrow.Unsupported as e:
+            if warn is not None:
+                warn(f"{e}: reading every run through MLflow's search_runs instead (slower)")
+    if runs is None:
+        runs = track.search_runs(" and ".join(clauses), experiment_ids)
     return [r for r in runs if "xp.reproduces" not in r.data.tags]
 
 
@@ -69,6 +100,9 @@ def differing_params(groups: dict[Any, list[Any]]) -> dict[Any, dict[str, str]]:
     Configurations of different projects (xp's trainer against a script, say) are told apart by
     their project: then only `project` and the keys that differ within that project are shown.
     """
+    from xp.record.narrow import prefetch_params
+
+    prefetch_params([runs[0] for runs in groups.values()])  # (narrowly read runs: one query)
     reps = {key: runs[0].data.params for key, runs in groups.items()}
     by_project: dict[Any, dict[Any, dict[str, str]]] = {}
     for key, params in reps.items():

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import FAST_DIGITS, parent_id_in, run
 from tests.e2e.conftest import PASSWORD, POSTGRES, free_port
+from tests.e2e.test_compare_narrow import through_xp_server
 
 pytestmark = pytest.mark.e2e
 
@@ -109,6 +110,8 @@ def test_an_unreachable_store_or_wrong_credentials_is_one_line_at_once(
     assert proc.returncode == 2 and proc.stderr.strip() == cases["read only"][1], proc.stderr
     client = mlflow.MlflowClient()  # nothing was recorded on the server
     assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+    # (on this server, which costs a start: xp compare's narrow read and its refusals)
+    through_xp_server(team_server, monkeypatch)
 
 
 def test_one_process_at_a_time_creates_a_new_postgresql_store(database):

@@ -49,6 +49,10 @@ def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
     raise typer.Exit(code)
 
 
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def _workspace() -> Workspace:
     """The repository the command runs in: found once, here, and passed down."""
     from xp.record.workspace import Workspace
@@ -262,7 +266,8 @@ def compare(
         workspace = _workspace()
         configure_store(workspace)
         metric = metric_key(metric)  # (`test@ood/f1` as the run schema spells it: `test:ood/f1`)
-        result = rank_groups(fetch_runs(project, experiment, filter_string), metric, alpha)
+        runs = fetch_runs(project, experiment, filter_string, metric, warn=_warn)
+        result = rank_groups(runs, metric, alpha)
         if plot:
             forest_plot(result, plot)
         if log:

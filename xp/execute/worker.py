@@ -167,15 +167,9 @@ def _warm_caches() -> None:
     from xp.record import provenance
 
     provenance.pip_freeze()  # cached per process
-    try:
-        import transformers.optimization  # noqa: F401  (the LR schedule of every project)
+    try:  # (a text project's model and tokenizer; the LR schedule is xp's own, no import)
+        import transformers  # noqa: F401
     except ImportError:
-        pass
-    try:  # MLflow's map of modules to packages, built on a model's first record (~0.8 s)
-        from mlflow.utils.requirements_utils import _init_packages_to_modules_map
-
-        _init_packages_to_modules_map()
-    except ImportError:  # (a private helper: best effort)
         pass
 
 

@@ -2,7 +2,7 @@
 it, MLflow's basic-auth app in front. `xp server` (and `make server`) runs
 
     mlflow server --backend-store-uri postgresql://... --artifacts-destination <dir>
-                  --serve-artifacts --app-name basic-auth --host <host> --port <port>
+                  --serve-artifacts --app-name xp --host <host> --port <port>
 
 after creating the database if it is missing and writing what the auth app needs into a state
 folder (`.xp/server/` by default, mode 0700): its config (users in `basic_auth.db` there), the
@@ -123,9 +123,8 @@ def command(spec: ServerSpec) -> list[str]:
             "--host", spec.host, "--port", str(spec.port)]  # fmt: skip
     if spec.workers:
         argv += ["--workers", str(spec.workers)]
-    if spec.auth:
-        argv += ["--app-name", "basic-auth"]
-    return argv
+    # MLflow's basic-auth app (or none) with xp's read-only routes (xp.record.server_app)
+    return argv + ["--app-name", "xp" if spec.auth else "xp-open"]
 
 
 def start(spec: ServerSpec, log: Path) -> subprocess.Popen:

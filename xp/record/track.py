@@ -8,11 +8,13 @@ an append.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +188,9 @@ class MlflowTracker:
             packages = ("torch", "transformers", "tokenizers", "safetensors")
         else:  # pytorch, or pyfunc: a torch model behind a python_model (`xp.train.served`)
             import mlflow.pyfunc
-            import mlflow.pytorch
 
+            if flavor == "pytorch":  # (~0.4 s of imports a pyfunc model does not need)
+                import mlflow.pytorch
             mod = mlflow.pyfunc if flavor == "pyfunc" else mlflow.pytorch
             packages = ("torch", "numpy", "pandas", *kwargs.pop("extra_packages", ()))
             if flavor == "pyfunc":
@@ -198,7 +201,7 @@ class MlflowTracker:
             if flavor == "pytorch":
                 kwargs.setdefault("serialization_format", "pickle")
         reqs = [f"{p}=={version(p).split('+')[0]}" for p in packages]
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _installed_requirements():
             warnings.simplefilter("ignore")
             args = () if flavor == "pyfunc" else (model,)
             info = mod.log_model(*args, name="model", pip_requirements=reqs, **kwargs)
@@ -225,6 +228,27 @@ class MlflowTracker:
                 self._client.set_terminated(self.run_id, status)
             else:
                 self._mlflow.end_run(status=status)
+
+
+@contextlib.contextmanager
+def _installed_requirements() -> Iterator[None]:
+    """MLflow's check that a model's requirements are installed (as it is saved, and as it is
+    loaded back to validate the input example), skipped: xp's are the installed versions
+    (`MlflowTracker.log_model`), so it cannot warn, and it first maps every installed
+    distribution's files to modules (~1 s each time)."""
+    import mlflow.pyfunc
+    import mlflow.utils.environment
+
+    name = "warn_dependency_requirement_mismatches"
+    mods = [m for m in (mlflow.utils.environment, mlflow.pyfunc) if hasattr(m, name)]
+    checks = [getattr(m, name) for m in mods]
+    for m in mods:
+        setattr(m, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for m, check in zip(mods, checks, strict=True):
+            setattr(m, name, check)
 
 
 class NullTracker:

@@ -174,13 +174,26 @@ def _effective_trials(space: dict, method: str, trials: int, space_path: Path,
     return size
 
 
-def _trial_runs(study_run: str, number: int, seeds: list[int]) -> list[Any]:
-    """The latest training run of each seed of trial `number` (SeedRun, as a repeat's)."""
+def trial_filter(study_run: str, number: int) -> str:
+    """The store's filter for the training runs of one trial: the study's children
+    (`xp.group`) of that trial (`xp.trial`)."""
+    return f"tags.`xp.group` = '{study_run}' and tags.`xp.trial` = '{number}'"
+
+
+def _trial_runs(study_run: str, number: int, seeds: list[int],
+                experiment: str | None = None) -> list[Any]:  # fmt: skip
+    """The latest training run of each seed of trial `number` (SeedRun, as a repeat's).
+
+    The store filters by trial, so a lookup reads that trial's runs only: the driver's cost per
+    trial does not grow with the trials done (reading every child of the study and keeping one
+    trial's made a study's lookups quadratic). `experiment`: the study run's (looked up if not
+    given)."""
     from xp.record import track
     from xp.summary import seed_runs
 
-    kids = [r for r in track.children_of(study_run) if r.data.tags.get("xp.trial") == str(number)]
-    return seed_runs(kids, seeds)
+    if experiment is None:
+        experiment = track.get_run(study_run).info.experiment_id
+    return seed_runs(track.search_runs(trial_filter(study_run, number), [experiment]), seeds)
 
 
 def _driver() -> str:
@@ -254,10 +267,12 @@ def run_trials(study: Any, space: dict, *, study_run: str, base: list[str], tria
     time through the executor; first the ones a killed driver left open."""
     import optuna
 
+    from xp.record import track
     from xp.repeat import plan_jobs
 
     state = optuna.trial.TrialState
     seeds = list(range(1, seeds_per_trial + 1))
+    experiment = track.get_run(study_run).info.experiment_id  # where the study's children are
     log_dir = workspace.run_dir(study_run)
     jobs = max(1, getattr(executor, "jobs", 1))
     left_open: set[int] = set()  # killed in this invocation: the next command resumes them
@@ -299,8 +314,9 @@ def run_trials(study: Any, space: dict, *, study_run: str, base: list[str], tria
                     }
                 )
             args = [*base, *trial_overrides(t.params, space)]
-            for job in plan_jobs(_trial_runs(study_run, t.number, seeds), args, study_run,
-                                 executor.threads_per_job(), log_dir, numerics):  # fmt: skip
+            runs = _trial_runs(study_run, t.number, seeds, experiment)
+            for job in plan_jobs(runs, args, study_run, executor.threads_per_job(), log_dir,
+                                 numerics):  # fmt: skip
                 job.env.update(env)
                 job.log = log_dir / f"trial-{t.number}-seed-{job.seed}.log"
                 job.seed = t.number * 1000 + job.seed  # (a key: one job per trial and seed)
@@ -309,7 +325,7 @@ def run_trials(study: Any, space: dict, *, study_run: str, base: list[str], tria
         if planned:
             executor.run(planned, on_event)
         for t in batch:
-            kind, value = _outcome(_trial_runs(study_run, t.number, seeds), metric)
+            kind, value = _outcome(_trial_runs(study_run, t.number, seeds, experiment), metric)
             if kind == "open":
                 left_open.add(t.number)
                 say(f"trial {t.number}: a seed was killed; the same command resumes it")

@@ -89,13 +89,10 @@ class Fit:
         self.groups = layer_groups(model)
         self.optimizer = recipe.build_optimizer(param_groups(model, config), config)
         self.per_epoch, self.total = total_steps(config, len(splits["train"]))
-        from transformers.optimization import get_scheduler
-
         warmup_steps = int(config.schedule.warmup * self.total)
-        self.scheduler = get_scheduler(
-            {"constant": "constant_with_warmup"}.get(config.schedule.decay, config.schedule.decay),
-            self.optimizer, num_warmup_steps=warmup_steps, num_training_steps=self.total,
-        )  # fmt: skip
+        self.scheduler = recipe.build_scheduler(
+            self.optimizer, config.schedule.decay, warmup_steps, self.total
+        )
         self.use_amp = device.type == "cuda" and t.precision != "fp32"
         self.amp_dtype = torch.bfloat16 if t.precision == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and t.precision == "fp16")

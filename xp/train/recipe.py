@@ -4,6 +4,7 @@ gradual unfreezing). Pure functions of the config and the model; the loop is `xp
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -47,6 +48,48 @@ def build_optimizer(groups: list[dict[str, Any]], config: Config) -> torch.optim
                                nesterov=bool(o.nesterov))  # fmt: skip
     return torch.optim.RMSprop(groups, lr=o.lr, alpha=o.alpha or 0.99, eps=o.eps,
                                momentum=o.momentum or 0.0)  # fmt: skip
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, decay: str, warmup_steps: int, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over `warmup_steps`, then `decay` (linear or cosine to 0 at `total`, or
+    constant).
+
+    The multipliers are transformers' `get_scheduler("linear" | "cosine" |
+    "constant_with_warmup")`, expression for expression, in a `functools.partial` as there: the
+    same learning rates to the bit and the same `state_dict` in a checkpoint (so a run resumes
+    from one either wrote). Not imported from there: `transformers.optimization` imports peft and
+    Trainer's machinery, ~3 s of every run, more than a digits run's whole training loop.
+    """
+    rule = {"linear": _linear, "cosine": _cosine, "constant": _constant}[decay]
+    lr_lambda = functools.partial(rule, num_warmup_steps=warmup_steps, num_training_steps=total)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
+def _linear(current_step: int, *, num_warmup_steps: int, num_training_steps: int) -> float:
+    if current_step < num_warmup_steps:
+        return float(current_step) / float(max(1, num_warmup_steps))
+    return max(0.0, float(num_training_steps - current_step)
+               / float(max(1, num_training_steps - num_warmup_steps)))  # fmt: skip
+
+
+def _cosine(current_step: int, *, num_warmup_steps: int, num_training_steps: int) -> float:
+    if current_step < num_warmup_steps:
+        return float(current_step) / float(max(1, num_warmup_steps))
+    progress = float(current_step - num_warmup_steps) / float(
+        max(1, num_training_steps - num_warmup_steps)
+    )
+    num_cycles, min_lr_rate = 0.5, 0.0  # (transformers' defaults: half a cosine, down to 0)
+    factor = 0.5 * (1.0 + math.cos(math.pi * float(num_cycles) * 2.0 * progress))
+    factor = factor * (1 - min_lr_rate) + min_lr_rate
+    return max(0, factor)
+
+
+def _constant(current_step: int, *, num_warmup_steps: int, num_training_steps: int) -> float:
+    if current_step < num_warmup_steps:
+        return float(current_step) / float(max(1.0, num_warmup_steps))
+    return 1.0
 
 
 def l1_penalty(groups: list[dict[str, Any]], l1: float) -> torch.Tensor | None:
