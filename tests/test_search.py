@@ -92,7 +92,7 @@ def test_a_trial_lookup_reads_that_trial_runs_only(monkeypatch, tmp_path):
         return found
 
     monkeypatch.setattr(track, "search_runs", spy)
-    (got,) = search._trial_runs(study, 3, [1])
+    (got,) = search._trial_runs(study, 3, [1], exp)
     assert (got.run_id, got.outcome, got.metrics["best/val/f1"]) == (ids[3], "ok", 0.53)
     assert read == [ids[3]]  # the store handed back trial 3's run alone
     (resumed,) = search._trial_runs(study, 12, [1], exp)

@@ -59,6 +59,7 @@ def fetch_runs(
         clauses.append(f"tags.`xp.project` = '{project}'")
     if filter_string:
         clauses.append(filter_string)
+    where = " and ".join(clauses)
     experiment_ids = None
     if experiment:
         client = mlflow.MlflowClient()
@@ -80,12 +81,12 @@ def fetch_runs(
                            metrics=(metric, *WANT_METRICS), metric_prefixes=("monitor/",),
                            params=("seed", "seed.split", "project"))  # fmt: skip
         try:
-            runs = narrow.fetch(experiment_ids, " and ".join(clauses), want)
+            runs = narrow.fetch(experiment_ids, where, want)
         except narrow.Unsupported as e:
             if warn is not None:
                 warn(f"{e}: reading every run through MLflow's search_runs instead (slower)")
     if runs is None:
-        runs = track.search_runs(" and ".join(clauses), experiment_ids)
+        runs = track.search_runs(where, experiment_ids)
     return [r for r in runs if "xp.reproduces" not in r.data.tags]
 
 

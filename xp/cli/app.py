@@ -24,6 +24,7 @@ from xp.cli.terminal import (
     print_ranking,
     print_reproduction,
     print_summary,
+    warn,
 )
 from xp.config import metric_key, split_extra_args
 from xp.record.supervise import leave, terminate_as_interrupt
@@ -47,10 +48,6 @@ def _fail(message: str, code: int = EXIT_USER_ERROR) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     tag_project_run({"xp.failure": message, "xp.outcome": "failed"})
     raise typer.Exit(code)
-
-
-def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _workspace() -> Workspace:
@@ -266,7 +263,7 @@ def compare(
         workspace = _workspace()
         configure_store(workspace)
         metric = metric_key(metric)  # (`test@ood/f1` as the run schema spells it: `test:ood/f1`)
-        runs = fetch_runs(project, experiment, filter_string, metric, warn=_warn)
+        runs = fetch_runs(project, experiment, filter_string, metric, warn=warn)
         result = rank_groups(runs, metric, alpha)
         if plot:
             forest_plot(result, plot)

@@ -9,6 +9,11 @@ from __future__ import annotations
 from xp.train.console import err, out  # one console per stream, whichever wing prints
 
 
+def warn(message: str) -> None:
+    """One `warning: ...` line on stderr, never cut."""
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     """A rich table on stdout."""
     from rich.table import Table
@@ -90,7 +95,7 @@ def print_summary(summary: dict) -> None:
     if summary["failed_seeds"]:
         out.print(f"failed seeds: {', '.join(map(str, summary['failed_seeds']))}", highlight=False)
     for warning in summary.get("seed_check") or []:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        warn(warning)
     if summary.get("verdict"):
         from xp.stats import test_of
 

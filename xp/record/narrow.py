@@ -251,13 +251,19 @@ def _by_runs(conn: Any, stmt: Any, table: Any, run_ids: list[str], experiment_id
     the experiments' active runs (one join; the caller drops the runs the filter left out),
     which is what a ranking of most of a store wants."""
     if len(run_ids) <= FEW_RUNS:
-        for i in range(0, len(run_ids), 500):  # (SQLite's bound-variable limit)
-            yield conn.execute(stmt.where(table.run_uuid.in_(run_ids[i : i + 500]))).all()
+        yield from _in_chunks(conn, stmt, table.run_uuid, run_ids)
         return
     yield conn.execute(
         stmt.join(run, run.run_uuid == table.run_uuid).where(
             run.experiment_id.in_(experiment_ids), run.lifecycle_stage == "active")
     ).all()  # fmt: skip
+
+
+def _in_chunks(conn: Any, stmt: Any, column: Any, ids: list[str]) -> Iterator[list[Any]]:
+    """`stmt`'s rows where `column` is one of `ids`, 500 ids a query (SQLite's bound-variable
+    limit)."""
+    for i in range(0, len(ids), 500):
+        yield conn.execute(stmt.where(column.in_(ids[i : i + 500]))).all()
 
 
 def read_params(conn: Any, run_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -267,11 +273,9 @@ def read_params(conn: Any, run_ids: list[str]) -> dict[str, dict[str, str]]:
     P = _models().Param
     out: dict[str, dict[str, str]] = {r: {} for r in run_ids}
     with _reading(conn):
-        for i in range(0, len(run_ids), 500):  # (SQLite's bound-variable limit)
-            chunk = run_ids[i : i + 500]
-            for run, key, value in conn.execute(
-                sa.select(P.run_uuid, P.key, P.value).where(P.run_uuid.in_(chunk))
-            ):
+        stmt = sa.select(P.run_uuid, P.key, P.value)
+        for found in _in_chunks(conn, stmt, P.run_uuid, run_ids):
+            for run, key, value in found:
                 out[run][key] = value
     return out
 

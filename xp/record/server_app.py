@@ -34,16 +34,17 @@ def _reply(body: dict[str, Any], status: int = 200) -> Any:
     return Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def _may_read(experiment_id: str) -> bool:
-    """Whether the request's user may read the experiment (MLflow's own permission lookup)."""
+def _readable() -> Any:
+    """Whether the request's user may read an experiment (MLflow's own permission lookup): a
+    predicate, the user found once per request."""
     if not _AUTH:
-        return True
+        return lambda experiment_id: True
     from mlflow.server import auth
 
     if auth.sender_is_admin():
-        return True
+        return lambda experiment_id: True
     user = auth.authenticate_request().username
-    return auth._get_experiment_permission(str(experiment_id), user).can_read
+    return lambda experiment_id: auth._get_experiment_permission(str(experiment_id), user).can_read
 
 
 def _body() -> dict[str, Any]:
@@ -68,13 +69,15 @@ def _run_experiments(run_ids: list[str]) -> set[str]:
 def validate_runs() -> bool:
     """The narrow read's permission check: every experiment named must be readable."""
     ids = _body().get("experiment_ids") or []
-    return all(_may_read(e) for e in ids)
+    may_read = _readable()
+    return all(may_read(e) for e in ids)
 
 
 def validate_params() -> bool:
     """The params read's: every run's experiment must be readable."""
     run_ids = [str(r) for r in _body().get("run_ids") or []]
-    return all(_may_read(e) for e in _run_experiments(run_ids))
+    may_read = _readable()
+    return all(may_read(e) for e in _run_experiments(run_ids))
 
 
 def runs_view() -> Any:
@@ -91,7 +94,8 @@ def runs_view() -> Any:
     with engine.connect() as conn:
         try:
             if ids is None:  # (every experiment this user may read)
-                ids = [str(e) for e in narrow.active_experiments(conn) if _may_read(str(e))]
+                may_read = _readable()
+                ids = [str(e) for e in narrow.active_experiments(conn) if may_read(e)]
             rows = narrow.read_sql(conn, ids, body.get("filter"), want)
         except narrow.Unsupported as e:
             return _reply({"message": str(e)}, 501)

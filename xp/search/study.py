@@ -180,19 +180,16 @@ def trial_filter(study_run: str, number: int) -> str:
     return f"tags.`xp.group` = '{study_run}' and tags.`xp.trial` = '{number}'"
 
 
-def _trial_runs(study_run: str, number: int, seeds: list[int],
-                experiment: str | None = None) -> list[Any]:  # fmt: skip
-    """The latest training run of each seed of trial `number` (SeedRun, as a repeat's).
+def _trial_runs(study_run: str, number: int, seeds: list[int], experiment: str) -> list[Any]:
+    """The latest training run of each seed of trial `number` (SeedRun, as a repeat's), in the
+    study run's `experiment`.
 
     The store filters by trial, so a lookup reads that trial's runs only: the driver's cost per
     trial does not grow with the trials done (reading every child of the study and keeping one
-    trial's made a study's lookups quadratic). `experiment`: the study run's (looked up if not
-    given)."""
+    trial's made a study's lookups quadratic)."""
     from xp.record import track
     from xp.summary import seed_runs
 
-    if experiment is None:
-        experiment = track.get_run(study_run).info.experiment_id
     return seed_runs(track.search_runs(trial_filter(study_run, number), [experiment]), seeds)
 
 
