@@ -48,19 +48,26 @@ def _started(pids):
 
 def test_workers_are_forked_by_the_server_warm_up_started(tmp_path):
     """`warm_up` starts the fork server while the repeat sets up; `run` forks the workers from
-    it: every worker is that server's child (it reaped each), 2 workers for 3 seeds."""
+    it: every worker is that server's child (it reaped each), 2 workers for 3 seeds. Inside
+    `with`, the server outlives `run`: a search's next batch of trials, each with its own tags
+    and Optuna trial, is forked from the same server; it goes when the block ends."""
     executor = LocalExecutor(2, cwd=MAIN)
     executor.warm_up(3, "native")
     (server,) = executor._servers.values()
     started: list[int] = []
     jobs = [SeedJob(s, ["--help"], log=tmp_path / f"seed-{s}.log") for s in (1, 2, 3)]
+    trial = {"XP_RUN_TAGS": '{"xp.trial": "7"}', "XP_SEARCH_TRIAL": "7"}
+    later = [SeedJob(s, ["--help"], env=trial, log=tmp_path / f"seed-{s}.log") for s in (4, 5)]
     with executor:
         codes = executor.run(jobs, _started(started))
-    assert codes == {1: 0, 2: 0, 3: 0}
-    assert len(set(started)) == 2 and len(started) == 3 and server.proc.pid not in started
+        assert server.alive() and list(executor._servers.values()) == [server]
+        codes |= executor.run(later, _started(started))
+        assert list(executor._servers.values()) == [server]  # no second, cold server
+    assert codes == dict.fromkeys((1, 2, 3, 4, 5), 0)
+    assert len(set(started)) == 4 and len(started) == 5 and server.proc.pid not in started
     assert {pid: server.exits[pid] for pid in started} == dict.fromkeys(started, 0)  # its children
-    assert server.proc.returncode is not None and not executor._servers  # gone with the run
-    assert "Usage: xp train" in (tmp_path / "seed-3.log").read_text()
+    assert server.proc.returncode is not None and not executor._servers  # gone with the block
+    assert "Usage: xp train" in (tmp_path / "seed-5.log").read_text()
 
 
 def test_a_worker_killed_with_its_seed_costs_that_seed_and_the_next_gets_a_new_one(tmp_path):

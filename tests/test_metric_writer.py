@@ -35,7 +35,7 @@ def test_both_kinds_write_in_order_and_say_when_they_cannot(tmp_path, kind):
         assert sorted(m.step for m in hist) == list(range(1500))
         assert {m.step: m.value for m in hist}[9] == pytest.approx(0.1)
         writer.put(uri, "no-such-run", [("train/loss", 1.0, 0, 0)])
-        with pytest.raises(WriterError, match="could not write metrics to the store"):
+        with pytest.raises(WriterError, match="could not write to the store"):
             writer.wait()
         writer.put(uri, run, [("train/loss", 0.5, 0, 1500)])  # the writer goes on after an error
         writer.wait()

@@ -61,3 +61,41 @@ def test_pip_freeze_reads_the_same_names_and_versions_as_the_metadata() -> None:
             seen.setdefault(key, f"{dist.metadata['Name']}=={dist.version}")
     expected = "".join(f"{line}\n" for line in sorted(seen.values(), key=str.lower))
     assert provenance.pip_freeze() == expected
+
+
+def test_a_tracked_digits_run_opens_no_store_and_its_writer_records_it_all(repo) -> None:
+    """The training process imports neither MLflow nor SQLAlchemy (its writer opens the store,
+    on another core: `xp.record.ops`), and the record is whole: the run FINISHED with its params,
+    provenance, dataset inputs, error figures and model, and MLflow's context tags are the
+    training process's, not the writer's."""
+    import json
+    import os
+
+    import mlflow
+
+    from tests.conftest import FAST_DIGITS
+
+    code = """
+import json, sys
+from xp.train import command
+rc = command.run("digits", sys.argv[1:])
+print(json.dumps([rc, sorted(m for m in ("mlflow", "sqlalchemy") if m in sys.modules)]))
+"""
+    done = subprocess.run([sys.executable, "-c", code, *FAST_DIGITS], cwd=repo,
+                          capture_output=True, text=True, env=os.environ)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [0, []]
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    client = mlflow.MlflowClient()
+    assert run.info.status == "FINISHED" and run.data.tags["xp.recorded"] == "true"
+    assert run.data.params["train.epochs"] == "3" and run.data.tags["xp.outcome"] == "ok"
+    assert run.data.tags["mlflow.source.name"] == "-c"  # (the trainer's argv[0], as start_run)
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} >= {"train", "validation", "test"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "errors")} >= {
+        "errors/confusion.png", "errors/errors.json", "errors/wrong.png"}  # fmt: skip
+    (model,) = run.outputs.model_outputs
+    served = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    import numpy as np
+
+    answer = served.predict(np.zeros((2, 8, 8), dtype=np.float32))
+    assert list(answer.columns[:2]) == ["label", "score"] and len(answer) == 2

@@ -55,6 +55,7 @@ def test_params_already_logged_by_mlflow_run_are_kept(tmp_path):
     tracker = start_tracker(True, "unit", tmp_path)
     mlflow.MlflowClient().log_param(tracker.run_id, "optim.lr", "3e-4")  # as `-P` logs it
     tracker.log_params({"optim.lr": "0.0003", "train.epochs": "2"})
+    tracker.flush()  # (the writer writes them, in order; a flush waits for it)
     params = mlflow.get_run(tracker.run_id).data.params
     assert params == {"optim.lr": "3e-4", "train.epochs": "2"}
     tracker.end("FINISHED")
@@ -134,9 +135,13 @@ def test_null_tracker_records_nothing(tmp_path):
 
 
 def test_a_dataset_inserted_by_another_seed_a_moment_ago_is_retried(tmp_path, monkeypatch):
+    from xp.record import metric_writer
+
+    monkeypatch.setattr(metric_writer, "_WRITER", None)  # a writer thread of this process's,
+    monkeypatch.setattr(metric_writer, "_KIND", "thread")  # which sees the patched client
     (tmp_path / "train.csv").write_text("x\n1\n")
     tracker = start_tracker(True, "unit", tmp_path)
-    real, calls = mlflow.log_input, []
+    real, calls = mlflow.MlflowClient.log_inputs, []
 
     def racing(*args, **kwargs):  # what the second of two seeds starting together sees
         calls.append(1)
@@ -144,7 +149,7 @@ def test_a_dataset_inserted_by_another_seed_a_moment_ago_is_retried(tmp_path, mo
             raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.name")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mlflow, "log_input", racing)
+    monkeypatch.setattr(mlflow.MlflowClient, "log_inputs", racing)
     tracker.log_input("train", str(tmp_path / "train.csv"), "0123abcd", "train")
     tracker.end("FINISHED")
     assert len(calls) == 2

@@ -166,7 +166,7 @@ def over_seeds(per_seed: dict[int, list[int]], n_test: int) -> dict[str, Any]:
     }
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend (no display on a training machine)."""
     import matplotlib
 
@@ -204,7 +204,7 @@ def plot_images(
     """
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images for {len(captions)} captions")
-    plt = _pyplot()
+    plt = pyplot()
     n = min(len(images), MAX_IMAGES)
     cols = max(1, min(IMAGE_COLUMNS, n))
     rows = max(1, math.ceil(n / cols))
@@ -235,7 +235,7 @@ def plot_confusion(
     scikit-learn's `ConfusionMatrixDisplay`, at most 6 inches wide. Returns `out_path`."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _pyplot()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=np.int64)
     side = min(CONFUSION_WIDTH, 2.0 + 0.45 * len(label_names))
     fig, ax = plt.subplots(figsize=(side, side))

@@ -282,6 +282,9 @@ def start(project: str | None = None) -> Run:
         workspace = Workspace.find(Path.cwd())
         name = project or Path(sys.argv[0]).resolve().parent.name
         tracker = start_tracker(True, name, workspace)
+        import mlflow
+
+        mlflow.start_run(run_id=tracker.run_id)  # the script's own MLflow calls land in it
         handoff = Handoff(run_id=tracker.run_id, project=name, task="classification",
                           metric="f1", run_dir=workspace.run_dir(tracker.run_id))  # fmt: skip
     _apply(handoff)

@@ -1,4 +1,7 @@
-"""The metric writer: a child process that puts buffered metrics into the tracking store.
+"""The metric writer: a child process that puts a run's writes into the tracking store, in order:
+the metrics buffered by the tracker, and every other write of the run (`xp.record.ops`: tags,
+params, texts, inputs, artifacts, the model, the end), so that a training process never opens
+the store itself.
 
 A child process (`python -m xp.record.metric_writer`, spoken to in JSON lines on stdin/stdout),
 the same loop in a child forked from a warm worker (no second interpreter to start), or a thread;
@@ -9,37 +12,24 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from xp import XpError
-
-BUSY_TIMEOUT_MS = 60_000  # several seeds write at once; wait for the lock instead of failing
+from xp.record.store_lock import BUSY_TIMEOUT_MS, install_sqlite_pragmas  # noqa: F401  (theirs)
 
 
 class WriterError(XpError):
     """The writer could not write, or died."""
 
 
-_PRAGMAS_INSTALLED = False
+class CallError(WriterError):
+    """The writer could not do what it was asked (`call`): `kind` names the error the caller
+    raises (`TrackingError`, `StoreError`, or what MLflow raised)."""
 
-
-def install_sqlite_pragmas() -> None:
-    global _PRAGMAS_INSTALLED
-    if _PRAGMAS_INSTALLED:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        if isinstance(dbapi_conn, sqlite3.Connection):
-            cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            cur.close()
-
-    _PRAGMAS_INSTALLED = True
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Writer:
@@ -64,6 +54,33 @@ class _Writer:
     def put(self, uri: str, run_id: str, batch: list[tuple[str, float, int, int]]) -> None:
         self._send({"uri": uri, "run": run_id, "metrics": batch})
 
+    def op(self, uri: str, run_id: str | None, op: str, args: dict[str, Any]) -> None:
+        """Queue one of the run's writes (`xp.record.ops`) behind what was sent before it; a
+        failure is said at the next `wait` or `call`."""
+        self._send({"uri": uri, "run": run_id, "op": op, "args": args})
+
+    def call(self, uri: str, run_id: str | None, op: str, args: dict[str, Any],
+             meanwhile: Callable[[], None] | None = None) -> Any:  # fmt: skip
+        """Do one of the run's writes or reads (`xp.record.ops`) once everything sent before it
+        is done, and return its answer. `meanwhile`: work of the caller's, done while it waits.
+
+        Raises:
+            CallError: it could not be done (its one line, and the kind of error).
+            WriterError: an earlier write failed, or the writer died.
+        """
+        import json
+
+        self._token += 1
+        token = self._token
+        self._send({"uri": uri, "run": run_id, "op": op, "args": args, "call": token})
+        if meanwhile is not None:
+            meanwhile()
+        kind, body = self._answer_to(token, ("reply", "fail"))
+        if kind == "fail":
+            said = json.loads(body)
+            raise CallError(said["message"], said["kind"])
+        return json.loads(body)
+
     def wait(self) -> None:
         """Block until everything sent so far is in the store.
 
@@ -72,15 +89,24 @@ class _Writer:
         """
         self._token += 1
         self._send({"flush": self._token})
+        self._answer_to(self._token, ("ack",))
+
+    def _answer_to(self, token: int, kinds: tuple[str, ...]) -> tuple[str, str]:
+        """The writer's answer (one of `kinds`) to message `token`: (kind, what follows it).
+
+        Raises:
+            WriterError: the writer said that a write failed, or died.
+        """
         while True:
             line = self._answer()
             if line is None:
-                raise WriterError("the metric writer died; metrics were lost")
+                raise WriterError("the metric writer died; what it was given was lost")
             kind, _, value = line.partition(" ")
             if kind == "error":
-                raise WriterError(f"could not write metrics to the store: {value}")
-            if kind == "ack" and int(value) == self._token:
-                return
+                raise WriterError(f"could not write to the store: {value}")
+            number, _, body = value.partition(" ")
+            if kind in kinds and int(number) == token:
+                return kind, body
 
 
 class _ProcessWriter(_Writer):
@@ -94,12 +120,14 @@ class _ProcessWriter(_Writer):
     imports (~2.5 s of CPU) overlap the trainer's setup.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, warm: tuple[str, ...] = ()) -> None:
+        """`warm`: modules it imports once the run is open, ahead of the writes that need them
+        (a training run's model: torch)."""
         import subprocess
         import sys
 
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "xp.record.metric_writer"],
+            [sys.executable, "-m", "xp.record.metric_writer", *warm],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -116,7 +144,7 @@ class _ProcessWriter(_Writer):
 
         try:
             self._stdin.write(json.dumps(message) + "\n")
-            if "flush" in message:
+            if "flush" in message or "call" in message:
                 self._stdin.flush()
         except (BrokenPipeError, ValueError):
             raise WriterError("the metric writer process died; metrics were lost") from None
@@ -225,6 +253,8 @@ class _ThreadWriter(_Writer):
 
 
 WRITER_KINDS = ("process", "fork", "thread")
+# what a training run's writer imports once the run is open: what it needs to log the model
+TRAINING_MODULES = ("torch", "mlflow.pyfunc")
 _KIND: str | None = None  # None: a process for a training loop, a thread for anything else
 _WRITER: _Writer | None = None
 _FORKED = False  # a writer was forked: a replacement is spawned (the process has threads now)
@@ -276,14 +306,29 @@ def start_writer(training: bool = False, close_in_child: tuple[int, ...] = ()) -
         if kind == "fork":
             _WRITER, _FORKED = _ForkedWriter(close_in_child), True
         else:
-            _WRITER = _ProcessWriter() if kind == "process" else _ThreadWriter()
+            _WRITER = _ProcessWriter(TRAINING_MODULES if training else ()) if kind == "process" \
+                else _ThreadWriter()  # fmt: skip
         atexit.register(_WRITER.close)
     return _WRITER
 
 
-def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) -> None:
-    """The writer's loop: write each batch, in order; answer each flush with `ack <token>` once
-    everything before it is written, or with `error ...` if a batch could not be."""
+def drain() -> None:
+    """Wait until this process's writer has written what it was handed (if it has one)."""
+    if _WRITER is not None and _WRITER.alive():
+        try:
+            _WRITER.wait()
+        except WriterError:
+            pass  # (said where the run waits for it)
+
+
+def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None],
+           warm: tuple[str, ...] = ()) -> None:  # fmt: skip
+    """The writer's loop: write each batch and do each op (`xp.record.ops`), in order; answer each
+    flush with `ack <token>` once everything before it is written, each call with `reply <token>
+    <json>` or `fail <token> <json>`, and a write that failed with `error ...` (said at the next
+    flush or call). `warm`: modules imported once the run is open."""
+    import importlib
+
     import mlflow
     from mlflow.entities import Metric
 
@@ -294,9 +339,16 @@ def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) ->
             answer(f"ack {message['flush']}")
             continue
         uri = message["uri"]
+        if uri.startswith("sqlite:///"):
+            install_sqlite_pragmas()
+        if "op" in message:
+            _perform(message, answer)
+            if message["op"] == "start":
+                for name in warm:  # (after the run exists: the trainer waited for that)
+                    importlib.import_module(name)
+                warm = ()
+            continue
         if uri not in clients:
-            if uri.startswith("sqlite:///"):
-                install_sqlite_pragmas()
             clients[uri] = mlflow.MlflowClient(uri)
         batch = message["metrics"]
         try:
@@ -305,6 +357,28 @@ def _write(messages: Iterable[dict[str, Any]], answer: Callable[[str], None]) ->
                 clients[uri].log_batch(message["run"], metrics=chunk)
         except Exception as e:  # say so at the next flush; later batches may still get through
             answer(f"error {type(e).__name__}: {str(e).splitlines()[0]}")
+
+
+def _perform(message: dict[str, Any], answer: Callable[[str], None]) -> None:
+    """One op of `xp.record.ops`; its answer if it was a call."""
+    import json
+
+    from xp.record.ops import perform
+
+    call = message.get("call")
+    try:
+        result = perform(message["op"], message["uri"], message.get("run"), message["args"])
+    except Exception as e:
+        said = str(e) if isinstance(e, XpError) else f"{type(e).__name__}: {str(e).strip()}"
+        said = said.splitlines()[0] if said.strip() else type(e).__name__
+        if call is None:
+            answer(f"error {said}")
+        else:
+            kind = getattr(e, "kind", None) or type(e).__name__
+            answer(f"fail {call} {json.dumps({'kind': kind, 'message': said})}")
+        return
+    if call is not None:
+        answer(f"reply {call} {json.dumps(result)}")
 
 
 def warm_store(uri: str | None) -> None:
@@ -329,7 +403,7 @@ def warm_store(uri: str | None) -> None:
         pass
 
 
-def _serve_writer(inbox: IO[str], outbox: IO[str]) -> None:
+def _serve_writer(inbox: IO[str], outbox: IO[str], warm: tuple[str, ...] = ()) -> None:
     """The writer process: JSON lines in, answers out; leaves without the interpreter's
     teardown (~1 s) once its input ends, everything written."""
     import json
@@ -340,7 +414,18 @@ def _serve_writer(inbox: IO[str], outbox: IO[str]) -> None:
         outbox.write(line + "\n")
         outbox.flush()
 
-    _write((json.loads(line) for line in inbox), answer)
+    import queue
+    import threading
+
+    lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def pump() -> None:  # the pipe is read as fast as it is written: a sender never blocks on it
+        for line in inbox:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, name="xp-writer-inbox", daemon=True).start()
+    _write((json.loads(line) for line in iter(lines.get, None)), answer, warm)
     outbox.flush()
     os._exit(0)
 
@@ -348,4 +433,4 @@ def _serve_writer(inbox: IO[str], outbox: IO[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    _serve_writer(sys.stdin, sys.stdout)
+    _serve_writer(sys.stdin, sys.stdout, tuple(sys.argv[1:]))

@@ -13,17 +13,25 @@ import warnings
 from pathlib import Path
 
 from xp import one_line
-from xp.record.metric_writer import BUSY_TIMEOUT_MS, install_sqlite_pragmas
-from xp.record.store_lock import PROBE_TIMEOUT_S, StoreError, creation_lock
+from xp.record.store_lock import (
+    BUSY_TIMEOUT_MS,
+    PROBE_TIMEOUT_S,
+    StoreError,
+    creation_lock,
+    install_sqlite_pragmas,
+)
 from xp.record.workspace import Workspace
 
 
-def configure_store(workspace: Workspace | Path) -> str:
+def configure_store(workspace: Workspace | Path, here: bool = True) -> str:
     """Point MLflow at the project's store and make SQLite safe for concurrent writers.
 
     Respects `MLFLOW_TRACKING_URI`; otherwise uses the embedded store at the repo root. For
     SQLite it turns on WAL mode (readers never block the writer) and a busy timeout on every
-    connection, so several seed processes can log at once.
+    connection, so several seed processes can log at once. `here=False`: a process that leaves
+    the store to its writer (a training process: `xp.record.ops`) checks only what needs no
+    MLflow store (the scheme, a SQLite folder, a server or database that answers); the writer
+    opens it, and says in one line if it cannot.
 
     Returns:
         The tracking URI in use.
@@ -34,9 +42,12 @@ def configure_store(workspace: Workspace | Path) -> str:
         return uri
     _check_scheme(uri)
     if uri.startswith("sqlite:///"):
-        install_sqlite_pragmas()
+        if here:
+            install_sqlite_pragmas()
         _enable_wal(Path(uri.removeprefix("sqlite:///")), uri)
     _probe(uri)
+    if not here:
+        return uri
     with creation_lock(uri):  # two first commands at once would both create the tables
         _check_store(uri)
     _CHECKED.add(uri)

@@ -1,5 +1,6 @@
 """One process at a time creates a tracking store's tables: the lock a command holds while it opens
-a store, and whether a store's tables exist (what the metric writer asks before it warms one).
+a store, and whether a store's tables exist (what the metric writer asks before it warms one);
+and the busy timeout every SQLite connection of xp's waits with.
 
 Beside `store.py`, which opens stores, so that the metric writer (which `store.py` imports) can use
 them too.
@@ -12,8 +13,32 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from xp import XpError
+
+BUSY_TIMEOUT_MS = 60_000  # several seeds write at once; wait for the lock instead of failing
+_PRAGMAS_INSTALLED = False
+
+
+def install_sqlite_pragmas() -> None:
+    """Every SQLite connection SQLAlchemy opens in this process waits `BUSY_TIMEOUT_MS` for a
+    lock instead of failing at once."""
+    global _PRAGMAS_INSTALLED
+    if _PRAGMAS_INSTALLED:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if isinstance(dbapi_conn, sqlite3.Connection):
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.close()
+
+    _PRAGMAS_INSTALLED = True
+
 
 PROBE_TIMEOUT_S = 10  # a server or database that does not answer in this long is not there
 

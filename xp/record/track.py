@@ -1,26 +1,34 @@
-"""The one module that talks to MLflow about runs.
+"""The tracker every trainer writes a run through, and the reads of recorded runs.
 
 `start_tracker` returns an `MlflowTracker` (or a `NullTracker` with the same methods when tracking
 is off), so the trainer never branches on "is tracking on". Metrics are buffered in memory and
-handed in batches to a writer process (`xp.record.metric_writer`): logging every step costs
-an append.
+handed in batches to the run's writer (`xp.record.metric_writer`): logging every step costs an
+append. Every other write (params, tags, texts, inputs, artifacts, the model, the end) is an op
+the writer does in order behind them (`xp.record.ops`): the training process opens no store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
+import sys
 import time
 import uuid
-import warnings
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from xp import XpError
-from xp.record.metric_writer import start_writer
-from xp.record.store import configure_store, forbidden, redact, write_refused
+from xp.record.metric_writer import CallError, start_writer
+from xp.record.ops import (  # noqa: F401  (experiment_for: the verbs')
+    EXPERIMENT_ENV,
+    Build,
+    experiment_for,
+    log_model,
+    save_payload,
+)
+from xp.record.store import configure_store, redact
+from xp.record.store_lock import StoreError
 from xp.record.workspace import Workspace
 
 
@@ -28,45 +36,15 @@ class TrackingError(XpError):
     """Unknown run id, unreachable store, or a run that cannot be resumed."""
 
 
-def experiment_for(project: str, workspace: Workspace) -> str:
-    """Experiment id for a project's runs (created on first use, artifacts under the repo)."""
-    import mlflow
-
-    if os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        return os.environ["MLFLOW_EXPERIMENT_ID"]
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or project
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    location = None
-    if os.environ["MLFLOW_TRACKING_URI"] == workspace.default_store:
-        location = workspace.default_artifacts.resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # another seed created it a moment ago
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-# how each database says that a row with that key exists already
-UNIQUE_VIOLATIONS = ("UNIQUE constraint failed", "duplicate key value violates unique constraint",
-                     "Duplicate entry")  # fmt: skip
-
-
 class MlflowTracker:
-    """An MLflow run: tags and params at once, metrics buffered, artifacts and models."""
+    """An MLflow run, written by the metric writer (`xp.record.ops`): tags, params, texts and
+    inputs queued in order behind the metrics logged before them; artifacts, the model and the
+    end done before the call returns. This process opens no store for it."""
 
     enabled = True
     detached = False  # not MLflow's active run: ended through the client
 
     def __init__(self, run_id: str, flush_every: int = 1000, flush_seconds: float = 2.0):
-        import mlflow
-
-        self._mlflow = mlflow
-        self._client = mlflow.MlflowClient()
         self.run_id = run_id
         self._buffer: list[tuple[str, float, int, int]] = []
         self._flush_every = flush_every
@@ -78,26 +56,25 @@ class MlflowTracker:
         self._recorded: dict[str, dict[int, float]] | None = None  # points already in the store
         self.mismatched_points = 0
 
+    def _op(self, op: str, **args: Any) -> None:
+        self._send()  # (behind the metrics logged before it)
+        self._writer.op(self._uri, self.run_id, op, args)
+
+    def _call(self, op: str, **args: Any) -> Any:
+        self._send()
+        return call(self._writer, self._uri, self.run_id, op, args)
+
     # -- params, tags -------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
         """Log params; keys the run already has (e.g. `mlflow run -P`) are kept as they are."""
-        from mlflow.entities import Param
-
-        existing = self._client.get_run(self.run_id).data.params
-        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
-        for i in range(0, len(new), 100):
-            self._client.log_batch(self.run_id, params=new[i : i + 100])
+        self._op("log_params", params={k: str(v)[:6000] for k, v in params.items()})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        items = [RunTag(k, str(v)) for k, v in tags.items() if v is not None]
-        for i in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, tags=items[i : i + 100])
+        self._op("set_tags", tags={k: str(v) for k, v in tags.items() if v is not None})
 
     def tags(self) -> dict[str, str]:
         """The run's current tags."""
-        return self._client.get_run(self.run_id).data.tags
+        return self._call("tags")
 
     # -- metrics ------------------------------------------------------------------------------
     def skip_recorded_points(self) -> None:
@@ -134,78 +111,39 @@ class MlflowTracker:
             self._writer.put(self._uri, self.run_id, batch)
 
     def flush(self) -> None:
-        """Block until every buffered metric is in the store."""
+        """Block until every buffered metric (and every write queued) is in the store."""
         self._send()
         self._writer.wait()
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         """(step, value) pairs of one metric, in step order."""
-        self.flush()
-        hist = self._client.get_metric_history(self.run_id, key)
-        return sorted((m.step, m.value) for m in hist)
+        return [(s, v) for s, v in self._call("metric_history", key=key)]
 
     # -- artifacts, inputs, models ------------------------------------------------------------
     def log_artifacts(self, local_dir: Path, artifact_path: str) -> None:
-        self._client.log_artifacts(self.run_id, str(local_dir), artifact_path)
+        """Copy a folder's files into the run (done when it returns: the folder may change)."""
+        self._call("log_artifacts", local_dir=str(local_dir), artifact_path=artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self._client.log_text(self.run_id, text, artifact_file)
+        self._op("log_text", text=text, artifact_file=artifact_file)
 
     def log_input(self, name: str, path: str, md5: str, context: str) -> None:
         """Record a dataset read by the run, its digest being the DVC md5."""
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # MLflow warns that two local sources match
-            source = resolve_dataset_source(path)
-        dataset = MetaDataset(source, name=name, digest=md5)
-        for attempt in range(5):
-            try:
-                self._mlflow.log_input(dataset, context=context)
-                return
-            except Exception as e:
-                # MLflow checks for the experiment's dataset, then inserts it: two seeds starting
-                # at once both insert, and the second hits the UNIQUE constraint. Once the row
-                # exists, a retry links to it. (SQLite, PostgreSQL, MySQL; through a server too)
-                if not any(m in str(e) for m in UNIQUE_VIOLATIONS) or attempt == 4:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
+        self._op("log_input", name=name, path=path, md5=md5, context=context)
 
     def log_model(self, model: Any, flavor: str, **kwargs: Any) -> str:
-        """Log a model named `model` with the given flavor; returns its model URI.
+        """Log a model named `model` with the given flavor (`xp.record.ops.log_model`: the
+        installed versions as its requirements); returns its model URI. A `Build` (xp's own
+        models) is logged by the writer, from a pickle in a temporary file; any other model (a
+        script's, with hooks a pickle cannot carry) here, once the writes before it are done."""
+        if not isinstance(model, Build):
+            self.flush()
+            return log_model(self.run_id, model, flavor, kwargs)
+        import tempfile
 
-        Requirements are the installed versions, given explicitly: MLflow's inference of them
-        re-imports the model in a subprocess, which costs seconds on every run.
-        """
-        from importlib.metadata import version
-
-        import xp
-
-        if flavor == "transformers":
-            import mlflow.transformers as mod
-
-            packages = ("torch", "transformers", "tokenizers", "safetensors")
-        else:  # pytorch, or pyfunc: a torch model behind a python_model (`xp.train.served`)
-            import mlflow.pyfunc
-
-            if flavor == "pytorch":  # (~0.4 s of imports a pyfunc model does not need)
-                import mlflow.pytorch
-            mod = mlflow.pyfunc if flavor == "pyfunc" else mlflow.pytorch
-            packages = ("torch", "numpy", "pandas", *kwargs.pop("extra_packages", ()))
-            if flavor == "pyfunc":
-                kwargs = {"python_model": model, **kwargs}
-            kwargs.setdefault("code_paths", [str(Path(xp.__file__).parent)])  # DigitsCNN's code
-            # pickled with its code (code_paths), not MLflow 3's default of a torch.export
-            # program, which traces the model again on every run (~1.5 s of each seed's record)
-            if flavor == "pytorch":
-                kwargs.setdefault("serialization_format", "pickle")
-        reqs = [f"{p}=={version(p).split('+')[0]}" for p in packages]
-        with warnings.catch_warnings(), _installed_requirements():
-            warnings.simplefilter("ignore")
-            args = () if flavor == "pyfunc" else (model,)
-            info = mod.log_model(*args, name="model", pip_requirements=reqs, **kwargs)
-        return info.model_uri
+        with tempfile.TemporaryDirectory(prefix="xp-model-") as tmp:
+            payload = save_payload(Path(tmp) / "model.pkl", model, flavor, kwargs)
+            return self._call("log_model", payload=str(payload))
 
     def end(self, status: str) -> None:
         """Flush and close the run with an MLflow status (FINISHED, FAILED, KILLED).
@@ -224,31 +162,29 @@ class MlflowTracker:
             status = "FAILED" if status == "FINISHED" else status
             raise
         finally:
-            if self.detached:
-                self._client.set_terminated(self.run_id, status)
-            else:
-                self._mlflow.end_run(status=status)
+            self._call("end", status=status)
+            _end_here(self.run_id, status)
 
 
-@contextlib.contextmanager
-def _installed_requirements() -> Iterator[None]:
-    """MLflow's check that a model's requirements are installed (as it is saved, and as it is
-    loaded back to validate the input example), skipped: xp's are the installed versions
-    (`MlflowTracker.log_model`), so it cannot warn, and it first maps every installed
-    distribution's files to modules (~1 s each time)."""
-    import mlflow.pyfunc
-    import mlflow.utils.environment
-
-    name = "warn_dependency_requirement_mismatches"
-    mods = [m for m in (mlflow.utils.environment, mlflow.pyfunc) if hasattr(m, name)]
-    checks = [getattr(m, name) for m in mods]
-    for m in mods:
-        setattr(m, name, lambda requirements: None)
+def call(writer: Any, uri: str, run_id: str | None, op: str, args: dict[str, Any],
+         meanwhile: Callable[[], None] | None = None) -> Any:  # fmt: skip
+    """An op (`xp.record.ops`) done by the writer, its answer returned; its refusal raised as
+    the error it names (one line)."""
     try:
-        yield
-    finally:
-        for m, check in zip(mods, checks, strict=True):
-            setattr(m, name, check)
+        return writer.call(uri, run_id, op, args, meanwhile)
+    except CallError as e:
+        raise (StoreError if e.kind == "StoreError" else TrackingError)(str(e)) from None
+
+
+def _end_here(run_id: str, status: str) -> None:
+    """A process that made the run its own active MLflow run (a script's, `xp.integrations`)
+    ends it too, or MLflow ends it FINISHED as the process exits."""
+    import sys
+
+    mlflow = sys.modules.get("mlflow")
+    active = mlflow.active_run() if mlflow is not None else None
+    if active is not None and active.info.run_id == run_id:
+        mlflow.end_run(status=status)
 
 
 class NullTracker:
@@ -309,13 +245,15 @@ def start_tracker(
     tags: dict[str, str] | None = None,
     run_name: str | None = None,
     detached: bool = False,
+    meanwhile: Callable[[], None] | None = None,
 ) -> Tracker:
     """Open the run that records a training job.
 
     Under `mlflow run`, the run MLflow created (`MLFLOW_RUN_ID`) is used. With `resume_run_id`,
     that run is reopened and continues where it stopped. `detached`: the run is not MLflow's
     active run (a search's study run, under which repeats open runs of their own); such a
-    tracker logs no inputs or models.
+    tracker logs no inputs or models. `meanwhile`: the caller's work, done while the writer
+    opens the store and the run (a trainer's imports).
 
     Raises:
         TrackingError: `resume_run_id` names no run in the store.
@@ -323,41 +261,15 @@ def start_tracker(
     if not enabled:
         return NullTracker()
     workspace = Workspace.of(workspace)
-    configure_store(workspace)
-    import mlflow
-
+    uri = configure_store(workspace, here=False)  # (the writer opens it, in `start`)
     run_id = resume_run_id or os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        try:
-            mlflow.MlflowClient().get_run(run_id)
-        except Exception:
-            raise TrackingError(
-                f"unknown run id {run_id!r} in {redact(os.environ['MLFLOW_TRACKING_URI'])}; "
-                "list runs with `mlflow ui` or `mlflow runs list`"
-            ) from None
-        run = mlflow.MlflowClient().get_run(run_id) if detached else mlflow.start_run(run_id=run_id)
-        if detached and run.info.status != "RUNNING":
-            mlflow.MlflowClient().update_run(run_id, status="RUNNING")
-    else:
-        experiment_id = experiment_for(project, workspace)
-        try:
-            if detached:
-                from mlflow.tracking.context.registry import resolve_tags  # (user, source)
-
-                run = mlflow.MlflowClient().create_run(
-                    experiment_id, tags=resolve_tags(tags or {}), run_name=run_name
-                )
-            else:
-                run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
-        except Exception as e:
-            if not forbidden(e):
-                raise
-            raise TrackingError(write_refused(experiment_id)) from None
-    tracker = MlflowTracker(run.info.run_id)
+    args = {"project": project, "root": str(workspace.root), "run_id": run_id,
+            "detached": detached, "tags": {k: str(v) for k, v in (tags or {}).items()},
+            "run_name": run_name, "argv": sys.argv[:1],
+            "env": {k: os.environ[k] for k in EXPERIMENT_ENV if k in os.environ}}  # fmt: skip
+    tracker = MlflowTracker(call(start_writer(), uri, None, "start", args, meanwhile))
     tracker.detached = detached
     tracker.resumed = resume_run_id is not None
-    if run_id and tags:
-        tracker.set_tags(tags)
     return tracker
 
 
@@ -470,10 +382,10 @@ def log_comparison(
     })  # fmt: skip
     tracker.log_text(markdown, "compare/table.md")
     tracker.log_text(json_text, "compare/table.json")
-    if plot:
+    if plot:  # (a file of the user's: this process has the store open, as `xp compare`)
         import mlflow
 
-        mlflow.log_artifact(plot, "compare")
+        mlflow.MlflowClient().log_artifact(tracker.run_id, plot, "compare")
     tracker.end("FINISHED")
     return tracker.run_id
 

@@ -71,6 +71,10 @@ def run(
         from xp.record import numerics
 
         numerics.apply(config.train.numerics)  # before torch is imported: kernels pick at import
+        if track and not isinstance(config, ScriptConfig):
+            from xp.record.metric_writer import start_writer
+
+            start_writer(training=True)  # it imports MLflow and opens the store while we import
         progress = TrainProgress()
         try:
             if isinstance(config, ScriptConfig):

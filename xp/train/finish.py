@@ -119,9 +119,10 @@ def log_model(
         return
     example = np.asarray(splits["test"].inputs[:2], dtype=np.float32)
     if config.task == "classification":  # answers labels and probabilities, not logits
-        from xp.train.served import LabelledClassifier
+        from xp.record.ops import Build
 
         names = config.data.label_names or [str(i) for i in range(config.model.num_labels)]
-        tracker.log_model(LabelledClassifier(model, names), "pyfunc", input_example=example)
+        served = Build("xp.train.served:LabelledClassifier", model, names)  # (made by the writer)
+        tracker.log_model(served, "pyfunc", input_example=example)
         return
     tracker.log_model(model, "pytorch", input_example=example)

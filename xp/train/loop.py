@@ -42,6 +42,18 @@ class DivergedError(XpError):
     """The loss became NaN or infinite."""
 
 
+def warm_imports(config: Config) -> None:
+    """What a tracked run imports while its writer opens the store (it would wait otherwise):
+    torch's optimizers import `torch._dynamo` at their first step (~1.5 s), a classification
+    run's error figures matplotlib."""
+    import torch._dynamo  # noqa: F401
+
+    if config.task == "classification":
+        from xp.diagnose.errors import pyplot
+
+        pyplot()
+
+
 # -- the job ----------------------------------------------------------------------------------
 def train(
     config: Config,
@@ -122,8 +134,9 @@ def train(
         data_order=fingerprint.of_order(epoch_order(seeds["data_order"], 0, len(splits["train"]))),
         init=init_print, dropout=dropout_print,
     )  # fmt: skip
-    if track:
-        configure_store(workspace)  # (a store that cannot be opened is one line, and no run)
+    if track:  # (a store that cannot be opened is one line, and no run: the writer opens it,
+        # in `start_tracker`; a resumed run is read here first)
+        configure_store(workspace, here=resume is not None)
 
     tags = record.training_tags(config, prov, workspace, overrides or [], group)
     tags["xp.model.source"] = f"{source['kind']}:{source['location']}"
@@ -138,7 +151,8 @@ def train(
         recorded, lock, saved = claim(workspace, resume, config.project, tags, model)
         tags = {}  # the reopened run keeps its own provenance: none of it is overwritten
     rewrite = not resume or "xp.recorded" not in recorded  # (killed while it was written)
-    tracker = start_tracker(track, config.project, workspace, resume_run_id=resume, tags=tags)
+    tracker = start_tracker(track, config.project, workspace, resume_run_id=resume, tags=tags,
+                            meanwhile=lambda: warm_imports(config))  # fmt: skip
     if lock is None and track:
         lock = supervise.try_lock(workspace, tracker.run_id)
     with supervise.closed_on_error(tracker, lock):

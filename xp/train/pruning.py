@@ -17,6 +17,8 @@ STORAGE_ENV, STUDY_ENV, TRIAL_ENV, METRIC_ENV = (
     "XP_SEARCH_STORAGE", "XP_SEARCH_STUDY", "XP_SEARCH_TRIAL", "XP_SEARCH_METRIC",
 )  # fmt: skip
 TAGS_ENV, PRUNE_ENV = "XP_RUN_TAGS", "XP_SEARCH_PRUNE"
+# all of them are read when a seed trains, not when its process starts (executors pass them so)
+TRIAL_VARIABLES = (STORAGE_ENV, STUDY_ENV, TRIAL_ENV, METRIC_ENV, TAGS_ENV, PRUNE_ENV)
 STARTUP_TRIALS = 4  # the median pruner judges nothing until this many trials finished
 
 
