@@ -115,8 +115,8 @@ def _batched(client: Any, run_id: str, kind: str, items: dict[str, str]) -> None
 
 
 def _start(uri: str, project: str, root: str, run_id: str | None, detached: bool,
-           tags: dict[str, str], run_name: str | None, argv: list[str],
-           env: dict[str, str]) -> str:  # fmt: skip
+           tags: dict[str, str], run_name: str | None, argv: list[str], env: dict[str, str],
+           params: dict[str, str]) -> str:  # fmt: skip
     """Open the store (creating its tables: a store that cannot be opened is one line), then the
     run: the given one (`mlflow run`'s, or one to resume), or a new one in the project's
     experiment (or the one `env`, the asking process's `EXPERIMENT_ENV`, names). Not detached,
@@ -144,6 +144,8 @@ def _start(uri: str, project: str, root: str, run_id: str | None, detached: bool
             _activate(run_id)
         if tags:
             _batched(client, run_id, "tags", tags)
+        existing = client.get_run(run_id).data.params if params else {}
+        _batched(client, run_id, "params", {k: v for k, v in params.items() if k not in existing})
         return run_id
     experiment_id = experiment_for(project, Workspace(Path(root)), env)
     try:
@@ -152,6 +154,7 @@ def _start(uri: str, project: str, root: str, run_id: str | None, detached: bool
         if not forbidden(e):
             raise
         raise OpError(write_refused(experiment_id)) from None
+    _batched(client, run.info.run_id, "params", params)  # (before anything else of the run's)
     if not detached:
         _activate(run.info.run_id)
     return run.info.run_id

@@ -246,6 +246,7 @@ def start_tracker(
     run_name: str | None = None,
     detached: bool = False,
     meanwhile: Callable[[], None] | None = None,
+    params: dict[str, Any] | None = None,
 ) -> Tracker:
     """Open the run that records a training job.
 
@@ -253,7 +254,9 @@ def start_tracker(
     that run is reopened and continues where it stopped. `detached`: the run is not MLflow's
     active run (a search's study run, under which repeats open runs of their own); such a
     tracker logs no inputs or models. `meanwhile`: the caller's work, done while the writer
-    opens the store and the run (a trainer's imports).
+    opens the store and the run (a trainer's imports). `params`: logged with the run's creation
+    (those it has already are kept), so a run whose trainer dies while the writer creates it
+    still says which seed it is (a repeat resumes it instead of training that seed twice).
 
     Raises:
         TrackingError: `resume_run_id` names no run in the store.
@@ -266,6 +269,7 @@ def start_tracker(
     args = {"project": project, "root": str(workspace.root), "run_id": run_id,
             "detached": detached, "tags": {k: str(v) for k, v in (tags or {}).items()},
             "run_name": run_name, "argv": sys.argv[:1],
+            "params": {k: str(v)[:6000] for k, v in (params or {}).items()},
             "env": {k: os.environ[k] for k in EXPERIMENT_ENV if k in os.environ}}  # fmt: skip
     tracker = MlflowTracker(call(start_writer(), uri, None, "start", args, meanwhile))
     tracker.detached = detached

@@ -151,8 +151,9 @@ def train(
         recorded, lock, saved = claim(workspace, resume, config.project, tags, model)
         tags = {}  # the reopened run keeps its own provenance: none of it is overwritten
     rewrite = not resume or "xp.recorded" not in recorded  # (killed while it was written)
+    params = None if resume else record.params_for(config, seeds)  # (with the run's creation)
     tracker = start_tracker(track, config.project, workspace, resume_run_id=resume, tags=tags,
-                            meanwhile=lambda: warm_imports(config))  # fmt: skip
+                            meanwhile=lambda: warm_imports(config), params=params)  # fmt: skip
     if lock is None and track:
         lock = supervise.try_lock(workspace, tracker.run_id)
     with supervise.closed_on_error(tracker, lock):
