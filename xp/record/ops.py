@@ -81,9 +81,7 @@ def perform(op: str, uri: str, run_id: str | None, args: dict[str, Any]) -> Any:
         return _start(uri, **args)
     client = mlflow.MlflowClient(uri)
     if op == "log_params":
-        existing = client.get_run(run_id).data.params  # (`mlflow run -P` ones are kept)
-        _batched(client, run_id, "params", {k: v for k, v in args["params"].items()
-                                            if k not in existing})  # fmt: skip
+        _log_new_params(client, run_id, args["params"])
     elif op == "set_tags":
         _batched(client, run_id, "tags", args["tags"])
     elif op == "tags":
@@ -103,6 +101,13 @@ def perform(op: str, uri: str, run_id: str | None, args: dict[str, Any]) -> Any:
     else:
         raise ValueError(f"unknown op {op!r}")
     return None
+
+
+def _log_new_params(client: Any, run_id: str, params: dict[str, str]) -> None:
+    """Log the params the run does not have yet (`mlflow run -P` ones are kept as they are)."""
+    if params:
+        existing = client.get_run(run_id).data.params
+        _batched(client, run_id, "params", {k: v for k, v in params.items() if k not in existing})
 
 
 def _batched(client: Any, run_id: str, kind: str, items: dict[str, str]) -> None:
@@ -144,8 +149,7 @@ def _start(uri: str, project: str, root: str, run_id: str | None, detached: bool
             _activate(run_id)
         if tags:
             _batched(client, run_id, "tags", tags)
-        existing = client.get_run(run_id).data.params if params else {}
-        _batched(client, run_id, "params", {k: v for k, v in params.items() if k not in existing})
+        _log_new_params(client, run_id, params)
         return run_id
     experiment_id = experiment_for(project, Workspace(Path(root)), env)
     try:
